@@ -1,0 +1,186 @@
+"""Extract features from audio collections into a Parquet feature table.
+
+Usage::
+
+    spark-submit jobs/extract_features.py --input /data/RAVDESS --input /data/CREMA-D \\
+        --output /tables/ser_features [--manifest labels.csv] [--config conf/features.toml] \\
+        [--set mel.n_mels=64 ...] [--augment N]
+
+Writes ``OUTPUT/features`` (partitioned by corpus), ``OUTPUT/errors`` and
+``OUTPUT/_manifest.json`` (resolved config, inputs, counts, timings), then ``OUTPUT/_SUCCESS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # started as a script by spark-submit
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import StructType
+
+from jobs._cli import base_parser, run, setup_logging
+from jobs._spark import build_spark
+from ser_udfs.corpora import load_cremad_demographics, parse_manifest
+from ser_udfs.errors import UserError
+from ser_udfs.extract import ExtractJobConfig
+from ser_udfs.settings import resolve_config, to_dict
+from ser_udfs.spark_extract import ERROR_COLUMNS, ERRORS_DDL, INPUT_DDL, OUTPUT_DDL, local_path, local_uri, make_extract_fn
+from ser_udfs.spark_io import OutputDir, audio_files, list_files
+
+log = logging.getLogger("ser_spark.extract_features")
+
+DEMOGRAPHICS_NAME = "VideoDemographics.csv"
+
+
+def parse_args(argv: Sequence[str] | None):
+    parser = base_parser(__doc__.split("\n\n")[0], "features.toml")
+    parser.add_argument("--input", action="append", default=[], help="directory, glob or URI (repeatable)")
+    parser.add_argument("--manifest", help="CSV with columns path,label[,speaker,gender,corpus]")
+    parser.add_argument("--output", required=True, help="output folder (local path or URI)")
+    parser.add_argument("--augment", type=int, help="augmented copies per clip (overrides augment.variants)")
+    args = parser.parse_args(argv)
+    if not args.input and not args.manifest:
+        parser.error("give at least one --input or a --manifest")
+    return args
+
+
+def _manifest_frame(spark: SparkSession, manifest: str) -> DataFrame:
+    """The user's manifest as rows of the extraction input, labelled by the manifest."""
+    try:
+        text = "\n".join(row.value for row in spark.read.text(manifest).collect())
+    except Exception as exc:  # AnalysisException and Hadoop I/O errors
+        raise UserError(f"cannot read manifest {manifest}: {str(exc).splitlines()[0]}") from None
+    local = local_path(manifest)
+    base = os.path.dirname(os.path.abspath(local)) if local is not None else manifest.rsplit("/", 1)[0]
+    try:
+        entries = parse_manifest(text, base=base)
+    except ValueError as exc:
+        raise UserError(f"manifest {manifest}: {exc}") from None
+    rows = [
+        (
+            local_uri(entry.path) if local_path(entry.path) is not None else entry.path,
+            None, entry.corpus, entry.speaker, entry.gender, entry.label, entry.raw_label, entry.meta, "manifest",
+        )
+        for entry in entries
+    ]
+    return spark.createDataFrame(rows, schema=INPUT_DDL)
+
+
+def _cremad_genders(spark: SparkSession, listed: DataFrame) -> dict[str, str]:
+    """Actor genders from every ``VideoDemographics.csv`` found among the inputs."""
+    genders: dict[str, str] = {}
+    for row in listed.where(F.col("path").endswith("/" + DEMOGRAPHICS_NAME)).select("path").collect():
+        text = "\n".join(line.value for line in spark.read.text(row.path).collect())
+        genders.update(load_cremad_demographics(text))
+        log.info("CREMA-D genders from %s (%d actors)", row.path, len(genders))
+    return genders
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    overrides = list(args.overrides) + ([f"augment.variants={args.augment}"] if args.augment is not None else [])
+    config = resolve_config(ExtractJobConfig, args.config, overrides)
+    feature_config = config.features
+    started = time.time()
+    spark = build_spark("ser-extract-features")
+    output = OutputDir(spark, args.output)
+    staging = output.begin()
+
+    remote = any(local_path(uri) is None for uri in args.input)
+    with_content = config.read.mode == "spark" or (config.read.mode == "auto" and remote)
+    frames = []
+    cremad_gender: dict[str, str] = {}
+    if args.input:
+        listed = list_files(spark, args.input, with_content=with_content).cache()
+        cremad_gender = _cremad_genders(spark, listed)
+        listed_audio = audio_files(listed).select(
+            "path", "content", *[F.lit(None).cast(t).alias(c) for c, t in (
+                ("manifest_corpus", "string"), ("manifest_speaker", "string"), ("manifest_gender", "string"),
+                ("manifest_label", "string"), ("manifest_raw_label", "string"),
+                ("manifest_meta", "map<string,string>"),
+            )], F.lit("name").alias("labelled_by"),
+        )
+        frames.append(listed_audio)
+    if args.manifest:
+        manifest_rows = _manifest_frame(spark, args.manifest)
+        if frames:
+            frames[0] = frames[0].join(manifest_rows.select("path"), "path", "left_anti")
+        frames.append(manifest_rows)
+    inputs = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+    inputs = inputs.cache()
+    files_listed = inputs.count()
+    if files_listed == 0:
+        raise UserError(f"no audio files found in {', '.join(args.input or [args.manifest])}")
+    partitions = max(spark.sparkContext.defaultParallelism, -(-files_listed // config.read.files_per_partition))
+    log.info("%d audio files listed; %d partitions", files_listed, partitions)
+
+    output_schema = StructType.fromDDL(OUTPUT_DDL)
+    extract = make_extract_fn(
+        feature_config.to_dict(), config.options, to_arrow_schema(output_schema),
+        cremad_gender=cremad_gender, rows_per_batch=config.output.rows_per_batch,
+    )
+    rows = inputs.repartition(partitions).mapInArrow(extract, output_schema)
+    (
+        rows.write.mode("overwrite")
+        .partitionBy("table_kind", "corpus")
+        .parquet(staging)
+    )
+    extracted_s = time.time() - started
+
+    staged = OutputDir(spark, staging)
+    if staged.exists("table_kind=features"):
+        output.move_into_place(staged.child("table_kind=features"), "features")
+    else:
+        output.delete("features")
+    if staged.exists("table_kind=errors"):
+        errors = spark.read.parquet(staged.child("table_kind=errors")).select(*ERROR_COLUMNS)
+    else:
+        errors = spark.createDataFrame([], ERRORS_DDL)
+    errors.coalesce(1).write.mode("overwrite").parquet(output.child("errors"))
+
+    features = spark.read.parquet(output.child("features")) if output.exists("features") else None
+    feature_rows = features.count() if features is not None else 0
+    original_rows = features.where(F.col("augmentation").isNull()).count() if features is not None else 0
+    error_rows = spark.read.parquet(output.child("errors")).count()
+    if original_rows + error_rows != files_listed:
+        raise RuntimeError(
+            f"counts do not reconcile: {files_listed} files listed, {original_rows} feature rows, {error_rows} errors"
+        )
+    manifest = {
+        "job": "extract_features",
+        "inputs": list(args.input),
+        "manifest": args.manifest,
+        "config": to_dict(config),
+        "feature_config": feature_config.to_dict(),
+        "feature_config_version": feature_config.version(),
+        "counts": {
+            "files_listed": files_listed,
+            "feature_rows": feature_rows,
+            "clips": original_rows,
+            "augmented_rows": feature_rows - original_rows,
+            "errors": error_rows,
+        },
+        "timings_s": {"extract_and_write": round(extracted_s, 3), "total": round(time.time() - started, 3)},
+        "spark": {"master": spark.sparkContext.master, "version": spark.version, "partitions": partitions},
+        "read_mode": "spark" if with_content else "python",
+    }
+    output.commit(manifest, cleanup=[staging])
+    log.info(
+        "%d files: %d clips (+%d augmented rows), %d errors -> %s in %.1f s",
+        files_listed, original_rows, feature_rows - original_rows, error_rows, output.uri, time.time() - started,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

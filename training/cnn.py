@@ -1,0 +1,423 @@
+"""A compact CNN on log-mel (optionally + MFCC) maps, and its training loop.
+
+The network: input normalisation (per utterance and frequency row, or with training-set row
+statistics) → four conv blocks (3×3 conv, batch norm, GELU, 2×2 max pooling) → mean over
+frequency → attentive statistics pooling over time (or mean + max) → dropout → linear.
+
+Training: AdamW, one-cycle learning rate, label smoothing, class-balanced loss, SpecAugment
+masking and optional mixup, early stopping on the unweighted accuracy of a validation set of
+held-out speakers, the best epoch's weights kept. Feature-space augmentation (masking, mixup)
+happens on the fly here; waveform augmentation (noise, telephone, ...) happens once at
+extraction (:mod:`ser_udfs.augment`) because training reads features, not waveforms.
+
+The same loop runs in one process or in each process of a DDP group
+(:mod:`training.cnn_distributed`): each rank takes its share of every batch, rank 0 decides
+early stopping and broadcasts the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ser_udfs.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+CNN_INPUTS = ("log_mel", "mfcc")
+MIN_FRAMES = 16
+
+
+@dataclass(frozen=True)
+class CnnConfig:
+    """Architecture and training settings of the CNN (``[cnn]`` in ``conf/train_cnn.toml``)."""
+
+    inputs: tuple[str, ...] = ("log_mel",)
+    normalisation: Literal["utterance", "dataset"] = "utterance"
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    pooling: Literal["attention", "mean_max"] = "attention"
+    dropout: float = 0.3
+    max_epochs: int = 60
+    patience: int = 15
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    class_balanced: bool = True
+    mixup_alpha: float = 0.0
+    freq_masks: int = 2
+    freq_mask_max_rows: int = 16
+    time_masks: int = 2
+    time_mask_max_frames: int = 12
+    validation_fraction: float = 0.15
+    torch_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.inputs or set(self.inputs) - set(CNN_INPUTS) or len(set(self.inputs)) != len(self.inputs):
+            raise ValueError(f"cnn.inputs must be distinct names from {list(CNN_INPUTS)}, got {list(self.inputs)}")
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError("cnn.channels must list at least one positive channel count")
+        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
+            raise ValueError("cnn.dropout and cnn.label_smoothing must lie in [0, 1)")
+        if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
+            raise ValueError("cnn.max_epochs, cnn.patience and cnn.batch_size must be at least 1")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError("cnn.validation_fraction must lie in (0, 1)")
+        if self.mixup_alpha < 0:
+            raise ValueError("cnn.mixup_alpha must be >= 0 (0 turns mixup off)")
+
+
+@dataclass(frozen=True)
+class CnnArchitecture:
+    """What is needed to rebuild the network around saved weights (stored in ``config.json``)."""
+
+    inputs: tuple[str, ...]
+    input_rows: tuple[int, ...]
+    n_classes: int
+    channels: tuple[int, ...]
+    pooling: Literal["attention", "mean_max"]
+    dropout: float
+    normalisation: Literal["utterance", "dataset"]
+
+    @classmethod
+    def from_config(cls, config: CnnConfig, *, input_rows: tuple[int, ...], n_classes: int) -> "CnnArchitecture":
+        """Architecture for ``config`` on inputs with ``input_rows`` rows each."""
+        return cls(
+            inputs=config.inputs,
+            input_rows=input_rows,
+            n_classes=n_classes,
+            channels=config.channels,
+            pooling=config.pooling,
+            dropout=config.dropout,
+            normalisation=config.normalisation,
+        )
+
+
+@dataclass
+class TrainingHistory:
+    """Per-epoch figures of one training run (lists indexed by epoch - 1)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    validation_ua: list[float] = field(default_factory=list)
+    learning_rate: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {
+            "train_loss": self.train_loss,
+            "validation_loss": self.validation_loss,
+            "validation_ua": self.validation_ua,
+            "learning_rate": self.learning_rate,
+            "best_epoch": self.best_epoch,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainingHistory":
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{key: data[key] for key in cls().to_dict()})
+
+
+class EmotionCnn(nn.Module):
+    """Conv blocks over a ``[rows, frames]`` map, temporal pooling, linear classifier.
+
+    Input ``[batch, rows, frames]`` (unnormalised dB / MFCC values), output logits
+    ``[batch, n_classes]``. Any number of frames ≥ 16 is accepted.
+    """
+
+    def __init__(self, architecture: CnnArchitecture) -> None:
+        super().__init__()
+        self.architecture = architecture
+        rows = sum(architecture.input_rows)
+        if architecture.normalisation == "dataset":
+            self.register_buffer("row_mean", torch.zeros(rows))
+            self.register_buffer("row_std", torch.ones(rows))
+        blocks: list[nn.Module] = []
+        in_channels = 1
+        for out_channels in architecture.channels:
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.GELU(),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
+            in_channels = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        if architecture.pooling == "attention":
+            self.attention = nn.Sequential(
+                nn.Conv1d(in_channels, in_channels // 2 or 1, kernel_size=1),
+                nn.Tanh(),
+                nn.Conv1d(in_channels // 2 or 1, 1, kernel_size=1),
+            )
+        self.dropout = nn.Dropout(architecture.dropout)
+        self.classifier = nn.Linear(2 * in_channels, architecture.n_classes)
+
+    def normalise(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-utterance (mean per row, one std) or training-set row normalisation of ``[b, rows, frames]``."""
+        if self.architecture.normalisation == "dataset":
+            return (features - self.row_mean[:, None]) / self.row_std[:, None]
+        centred = features - features.mean(dim=2, keepdim=True)
+        return centred / (centred.std(dim=(1, 2), keepdim=True) + 1e-5)
+
+    def forward_normalised(self, normalised: torch.Tensor) -> torch.Tensor:
+        """Logits ``[b, n_classes]`` from an already normalised ``[b, rows, frames]`` batch."""
+        hidden = self.blocks(normalised[:, None])  # [b, c, rows', frames']
+        sequence = hidden.mean(dim=2)  # [b, c, frames']
+        if self.architecture.pooling == "attention":
+            weights = torch.softmax(self.attention(sequence), dim=2)  # [b, 1, frames']
+            mean = (sequence * weights).sum(dim=2)
+            variance = ((sequence - mean[:, :, None]) ** 2 * weights).sum(dim=2)
+            pooled = torch.cat([mean, torch.sqrt(variance + 1e-5)], dim=1)
+        else:
+            pooled = torch.cat([sequence.mean(dim=2), sequence.amax(dim=2)], dim=1)
+        return self.classifier(self.dropout(pooled))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``[b, n_classes]`` from raw features ``[b, rows, frames]``."""
+        return self.forward_normalised(self.normalise(features))
+
+
+def model_input(batch: Mapping[str, np.ndarray], inputs: tuple[str, ...]) -> np.ndarray:
+    """Stack the CNN's input maps along the row axis.
+
+    Parameters
+    ----------
+    batch
+        Feature arrays, e.g. ``{"log_mel": [n, n_mels, frames], "mfcc": [n, c, frames]}``.
+    inputs
+        Which of them to use, in order.
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``[n, sum of rows, frames]``.
+    """
+    missing = [name for name in inputs if name not in batch]
+    if missing:
+        raise UserError(f"the model needs feature(s) {missing}, which the input does not have")
+    arrays = [np.asarray(batch[name], dtype=np.float32) for name in inputs]
+    shapes = {name: array.shape for name, array in zip(inputs, arrays)}
+    if any(array.ndim != 3 for array in arrays) or len({array.shape[0] for array in arrays}) != 1 or len(
+        {array.shape[2] for array in arrays}
+    ) != 1:
+        raise UserError(f"CNN inputs must be [n, rows, frames] with equal n and frames, got shapes {shapes}")
+    if arrays[0].shape[2] < MIN_FRAMES:
+        raise UserError(f"CNN inputs need at least {MIN_FRAMES} frames, got shapes {shapes}")
+    return np.concatenate(arrays, axis=1)
+
+
+def predict_proba(model: EmotionCnn, features: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities ``[n, n_classes]`` for features ``[n, rows, frames]``."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            logits = model(torch.from_numpy(np.ascontiguousarray(features[start : start + batch_size])))
+            outputs.append(torch.softmax(logits, dim=1).numpy())
+    if not outputs:
+        return np.zeros((0, model.architecture.n_classes), dtype=np.float32)
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def build_model(
+    config: CnnConfig, *, input_rows: tuple[int, ...], n_classes: int, train_features: np.ndarray, seed: int
+) -> EmotionCnn:
+    """A freshly initialised network (seeded); ``dataset`` normalisation takes its row statistics
+    from ``train_features`` ``[n, rows, frames]``."""
+    torch.manual_seed(seed)
+    model = EmotionCnn(CnnArchitecture.from_config(config, input_rows=input_rows, n_classes=n_classes))
+    if config.normalisation == "dataset":
+        model.row_mean.copy_(torch.from_numpy(train_features.mean(axis=(0, 2))))
+        model.row_std.copy_(torch.from_numpy(train_features.std(axis=(0, 2)) + 1e-5))
+    return model
+
+
+def train_model(
+    model: nn.Module,
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    config: CnnConfig,
+    *,
+    seed: int,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    epochs: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    log_prefix: str = "",
+) -> TrainingHistory:
+    """Train ``model`` in place; with ``validation``, stop early and restore the best epoch.
+
+    Parameters
+    ----------
+    model
+        An :class:`EmotionCnn`, or one wrapped in ``DistributedDataParallel``.
+    train_features, train_labels
+        ``[n, rows, frames]`` float32 and ``[n]`` int class indices.
+    seed
+        Seeds batch order, masking, mixup and dropout (the same on every run).
+    validation
+        ``(features [m, rows, frames], labels [m])`` of held-out speakers for early stopping.
+    epochs
+        Number of epochs without validation (defaults to ``config.max_epochs``); the learning
+        rate schedule always spans ``config.max_epochs`` so that a refit reproduces the
+        conditions under which the number of epochs was chosen.
+    rank, world_size
+        Position in a DDP group: the rank trains on its share of every batch.
+    """
+    network: EmotionCnn = getattr(model, "module", model)
+    n_classes = network.architecture.n_classes
+    n_rows = len(train_labels) - len(train_labels) % world_size
+    rank_batch = max(1, config.batch_size // world_size)
+    steps_per_epoch = math.ceil(n_rows // world_size / rank_batch)
+    torch.manual_seed(seed + rank)
+    generator = torch.Generator().manual_seed(seed + 7919 * (rank + 1))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=config.max_epochs * steps_per_epoch, pct_start=0.2
+    )
+    class_weights = _class_weights(train_labels, n_classes) if config.class_balanced else None
+    features = torch.from_numpy(np.ascontiguousarray(train_features, dtype=np.float32))
+    labels = torch.from_numpy(np.asarray(train_labels, dtype=np.int64))
+    n_epochs = config.max_epochs if validation is not None else (epochs or config.max_epochs)
+    history = TrainingHistory()
+    best_state: dict[str, torch.Tensor] | None = None
+    best_key = (-1.0, 0.0)
+    started = time.perf_counter()
+    for epoch in range(1, n_epochs + 1):
+        epoch_started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        own = order[:n_rows][rank::world_size]
+        total_loss = 0.0
+        for step in range(steps_per_epoch):
+            index = own[step * rank_batch : (step + 1) * rank_batch]
+            loss = _training_step(model, network, features[index], labels[index], config, class_weights, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(index)
+        history.train_loss.append(total_loss / max(1, n_rows // world_size))
+        history.learning_rate.append(float(scheduler.get_last_lr()[0]))
+        message = f"{log_prefix}epoch {epoch}/{n_epochs} train loss {history.train_loss[-1]:.3f}"
+        stop = False
+        if validation is not None:
+            validation_loss, validation_ua = evaluate_loss_and_ua(network, *validation, n_classes=n_classes)
+            history.validation_loss.append(validation_loss)
+            history.validation_ua.append(validation_ua)
+            key = (validation_ua, -validation_loss)
+            if key > best_key:
+                best_key, history.best_epoch = key, epoch
+                best_state = {name: tensor.detach().clone() for name, tensor in network.state_dict().items()}
+            stop = epoch - history.best_epoch >= config.patience
+            message += (
+                f", validation loss {validation_loss:.3f} UA {validation_ua:.3f}"
+                f" (best {best_key[0]:.3f} at epoch {history.best_epoch})"
+            )
+        else:
+            history.best_epoch = epoch
+        if rank == 0:
+            logger.info("%s, %.1f s", message, time.perf_counter() - epoch_started)
+        if _agree_on_stop(stop, world_size):
+            logger.info("%sstopping early after epoch %d", log_prefix, epoch) if rank == 0 else None
+            break
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - started
+    return history
+
+
+def evaluate_loss_and_ua(
+    model: EmotionCnn, features: np.ndarray, labels: np.ndarray, *, n_classes: int
+) -> tuple[float, float]:
+    """Mean cross-entropy and unweighted accuracy (mean recall over present classes)."""
+    probabilities = predict_proba(model, features)
+    labels = np.asarray(labels, dtype=np.int64)
+    loss = float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-12)))
+    predicted = probabilities.argmax(axis=1)
+    recalls = [np.mean(predicted[labels == c] == c) for c in range(n_classes) if np.any(labels == c)]
+    return loss, float(np.mean(recalls))
+
+
+def _training_step(
+    model: nn.Module,
+    network: EmotionCnn,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    config: CnnConfig,
+    class_weights: torch.Tensor | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    normalised = spec_augment(network.normalise(features), config, generator)
+    targets = F.one_hot(labels, network.architecture.n_classes).float()
+    if config.mixup_alpha > 0:
+        mix = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator))).beta(
+            config.mixup_alpha, config.mixup_alpha
+        ))
+        partner = torch.randperm(len(labels), generator=generator)
+        normalised = mix * normalised + (1 - mix) * normalised[partner]
+        targets = mix * targets + (1 - mix) * targets[partner]
+    logits = _forward_normalised(model, normalised)
+    return _soft_cross_entropy(logits, targets, config.label_smoothing, class_weights)
+
+
+def _forward_normalised(model: nn.Module, normalised: torch.Tensor) -> torch.Tensor:
+    # Under DDP the call must go through the wrapper's forward so that gradients synchronise.
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model(normalised, already_normalised=True)
+    return model.forward_normalised(normalised)
+
+
+def spec_augment(normalised: torch.Tensor, config: CnnConfig, generator: torch.Generator) -> torch.Tensor:
+    """Zero random bands of rows and frames of a normalised ``[b, rows, frames]`` batch (SpecAugment)."""
+    masked = normalised.clone()
+    n_rows, n_frames = masked.shape[1], masked.shape[2]
+    for axis, count, max_width, size in (
+        (1, config.freq_masks, config.freq_mask_max_rows, n_rows),
+        (2, config.time_masks, config.time_mask_max_frames, n_frames),
+    ):
+        for _ in range(count):
+            widths = torch.randint(0, max(1, min(max_width, size // 2)) + 1, (len(masked),), generator=generator)
+            starts = (torch.rand(len(masked), generator=generator) * (size - widths + 1)).long()
+            positions = torch.arange(size)[None, :]
+            band = (positions >= starts[:, None]) & (positions < (starts + widths)[:, None])
+            masked = masked.masked_fill(band[:, :, None] if axis == 1 else band[:, None, :], 0.0)
+    return masked
+
+
+def _soft_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, smoothing: float, class_weights: torch.Tensor | None
+) -> torch.Tensor:
+    n_classes = logits.shape[1]
+    smoothed = targets * (1 - smoothing) + smoothing / n_classes
+    per_row = -(smoothed * F.log_softmax(logits, dim=1)).sum(dim=1)
+    if class_weights is None:
+        return per_row.mean()
+    row_weights = targets @ class_weights
+    return (per_row * row_weights).sum() / row_weights.sum()
+
+
+def _class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+def _agree_on_stop(stop: bool, world_size: int) -> bool:
+    if world_size == 1:
+        return stop
+    flag = torch.tensor([1 if stop else 0], dtype=torch.int64)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
