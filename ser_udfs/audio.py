@@ -7,6 +7,7 @@ FLAC, OGG/Vorbis, Opus and MP3, from a path or from bytes.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -37,6 +38,13 @@ class AudioInfo:
 
 
 def _open(source: AudioSource) -> sf.SoundFile:
+    if isinstance(source, str):
+        if os.path.isdir(source):
+            raise ClipError("read", f"is a directory: {source}")
+        if not os.path.exists(source):
+            raise ClipError("read", f"file not found: {source}")
+        if not os.access(source, os.R_OK):
+            raise ClipError("read", f"permission denied: {source}")
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         return sf.SoundFile(handle)

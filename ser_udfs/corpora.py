@@ -30,7 +30,6 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 logger = logging.getLogger(__name__)
@@ -94,7 +93,15 @@ _LABEL_SYNONYMS: dict[str, str] = {
     **{word: "disgust" for word in ("disgust", "disgusted", "dis", "disgusting")},
     **{
         word: "surprise"
-        for word in ("surprise", "surprised", "sur", "ps", "pleasant surprise", "pleasant surprised", "pleasantly surprised")
+        for word in (
+            "surprise",
+            "surprised",
+            "sur",
+            "ps",
+            "pleasant surprise",
+            "pleasant surprised",
+            "pleasantly surprised",
+        )
     },
     **{word: "boredom" for word in ("boredom", "bored", "boring")},
 }
@@ -295,7 +302,7 @@ def parse_clip_path(path: str, *, cremad_gender: Mapping[str, str] | None = None
 
 
 # --------------------------------------------------------------------------------------------
-# CREMA-D demographics
+# Genders (CREMA-D demographics and manifests)
 
 _GENDER_WORDS = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "female", "woman": "female"}
 
@@ -350,6 +357,7 @@ _MANIFEST_COLUMNS = ("path", "label", "speaker", "gender", "corpus")
 
 
 def _resolve(path: str, base: str) -> str:
+    """A manifest's clip path made absolute against ``base``; absolute paths and URIs pass through."""
     if _URI_SCHEME.match(path) or os.path.isabs(path):
         return path
     if _URI_SCHEME.match(base):
@@ -409,7 +417,9 @@ def parse_manifest(text: str, *, base: str) -> list[ManifestEntry]:
             )
         )
     if unknown_genders:
-        logger.warning("manifest gender values %s are neither male nor female; read as unknown", sorted(unknown_genders))
+        logger.warning(
+            "manifest gender values %s are neither male nor female; read as unknown", sorted(unknown_genders)
+        )
     return entries
 
 

@@ -75,7 +75,7 @@ def clip_info_for(row: Mapping[str, Any], cremad_gender: Mapping[str, str]) -> C
             raw_label=row["manifest_raw_label"],
             meta=dict(row["manifest_meta"] or {}),
         )
-    return parse_clip_path(row["path"], cremad_gender=cremad_gender)
+    return parse_clip_path(unquote(row["path"]), cremad_gender=cremad_gender)
 
 
 class _Columns:

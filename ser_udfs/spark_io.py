@@ -26,18 +26,27 @@ SUCCESS_NAME = "_SUCCESS"
 
 
 def list_files(spark: SparkSession, inputs: Sequence[str], *, with_content: bool = False) -> DataFrame:
-    """All files under ``inputs`` (directories, globs or URIs), recursively.
+    """All files under ``inputs`` (directories, globs or URIs), recursively, empty ones included.
 
-    Returns a DataFrame with ``path`` (the URI), ``length``, and ``content`` (the bytes when
-    ``with_content``, else null: Spark then never reads the files, only lists them).
+    Returns a DataFrame with ``path`` (the URI, spelled as Spark's ``binaryFile`` spells it) and
+    ``content`` (the bytes when ``with_content``, else null: then Spark only lists the files).
+    Spark's file scans skip zero-length files, so the list comes from the file index instead.
     """
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
     try:
         listed = reader.load(list(inputs))
     except AnalysisException as exc:
         raise UserError(f"cannot read input {', '.join(inputs)}: {exc.getMessage().splitlines()[0]}") from None
-    content = F.col("content") if with_content else F.lit(None).cast("binary")
-    return listed.select("path", "length", content.alias("content"))
+    paths = [(_scan_style(uri),) for uri in listed.inputFiles()]
+    frame = spark.createDataFrame(paths, "path string")
+    if with_content:
+        return frame.join(listed.select("path", "content"), "path", "left")
+    return frame.withColumn("content", F.lit(None).cast("binary"))
+
+
+def _scan_style(uri: str) -> str:
+    """``file:///a/b`` (file index) → ``file:/a/b`` (file scans); other URIs unchanged."""
+    return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
 
 
 def audio_files(listed: DataFrame) -> DataFrame:

@@ -73,19 +73,28 @@ _RAVDESS_EMOTION_CODES = {
 
 #: F1, F2, F3 of five vowels for an adult male voice, Hz; rows a, e, i, o, u.
 _VOWEL_FORMANTS_HZ = np.array(
-    [[730.0, 1090.0, 2440.0], [530.0, 1840.0, 2480.0], [270.0, 2290.0, 3010.0], [570.0, 840.0, 2410.0], [300.0, 870.0, 2240.0]]
+    [
+        [730.0, 1090.0, 2440.0],
+        [530.0, 1840.0, 2480.0],
+        [270.0, 2290.0, 3010.0],
+        [570.0, 840.0, 2410.0],
+        [300.0, 870.0, 2240.0],
+    ]
 )
 _FORMANT_BANDWIDTHS_HZ = np.array([80.0, 100.0, 140.0])
 _REFERENCE_RMS_DB = -26.0  # neutral speech level, dBFS
 _NOISE_FLOOR_DB = -90.0
 _PITCH_CONTROL_RATE_HZ = 200.0
 _OPEN_QUOTIENT = 0.6
+_VOWEL_FADE_S = 0.02
 _STRONG_LEVEL_DB = 4.0
 _SPEAKER_STREAM, _UTTERANCE_STREAM = 1, 2
 
 
 @dataclass(frozen=True)
 class _Voice:
+    """A synthetic speaker's fixed traits."""
+
     base_f0_hz: float
     formant_scale: float
     rate_factor: float
@@ -93,6 +102,7 @@ class _Voice:
 
 
 def _speaker_voice(speaker_seed: int, female: bool) -> _Voice:
+    """Draw a speaker's traits from its seed; women get higher pitch and formants."""
     rng = np.random.default_rng([_SPEAKER_STREAM, speaker_seed])
     f0_low, f0_high, scale_low, scale_high = (175.0, 235.0, 1.12, 1.22) if female else (95.0, 135.0, 0.94, 1.04)
     return _Voice(
@@ -153,7 +163,8 @@ def _pitch_contour_hz(
     centres = onsets_s[stressed] + 0.6 * lengths_s[stressed]
     widths = 0.5 * lengths_s[stressed]
     heights = range_st * rng.uniform(0.4, 1.0, size=centres.size)
-    semitones = semitones + (heights[:, None] * np.exp(-0.5 * ((times_s - centres[:, None]) / widths[:, None]) ** 2)).sum(0)
+    accents = heights[:, None] * np.exp(-0.5 * ((times_s - centres[:, None]) / widths[:, None]) ** 2)  # [n_accents, n]
+    semitones = semitones + accents.sum(0)
     final = np.clip((progress - 0.75) / 0.25, 0.0, 1.0)
     semitones = semitones + profile.final_rise_st * final * final * (3.0 - 2.0 * final)
     tremor = profile.tremor_depth * np.sin(2.0 * np.pi * rng.uniform(5.5, 7.5) * times_s + rng.uniform(0, 2 * np.pi))
@@ -202,28 +213,66 @@ def _vowel_filter(formants_hz: np.ndarray, sample_rate: int) -> tuple[np.ndarray
     return b, a
 
 
-def _vowel_weights(vowels: np.ndarray, onsets_s: np.ndarray, times_s: np.ndarray) -> dict[int, np.ndarray]:
-    """Cross-fade weights of the vowels in use, switching at syllable onsets over about 20 ms.
+def _syllable_envelopes(
+    rng: np.random.Generator, times_s: np.ndarray, onsets_s: np.ndarray, lengths_s: np.ndarray, stressed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sample syllable index and the voiced-nucleus and consonant-onset envelopes.
 
     Parameters
     ----------
-    vowels, onsets_s
-        Vowel row and onset of each syllable, shape ``[n_syllables]``.
     times_s
         Sample times, shape ``[n]``.
+    onsets_s, lengths_s, stressed
+        The syllable layout, shape ``[n_syllables]``.
 
     Returns
     -------
-    dict[int, np.ndarray]
-        Vowel row -> weights of shape ``[n]``; the weights sum to 1 at every sample.
+    syllable, voiced, consonant
+        Shape ``[n]`` each: the syllable a sample belongs to (the nearest earlier one in pauses)
+        and two envelopes in ``[0, 1]``, zero in pauses and the leading and trailing silence.
     """
-    control_s = np.arange(0.0, times_s[-1] + 0.02, 0.005)
-    current = vowels[np.clip(np.searchsorted(onsets_s, control_s, side="right") - 1, 0, None)]
-    kernel = np.full(4, 0.25)
-    return {
-        int(vowel): np.interp(times_s, control_s, np.convolve((current == vowel).astype(float), kernel, mode="same"))
-        for vowel in np.unique(vowels)
-    }
+    syllable = np.clip(np.searchsorted(onsets_s, times_s, side="right") - 1, 0, onsets_s.size - 1)
+    position = (times_s - onsets_s[syllable]) / lengths_s[syllable]
+    inside = (position >= 0.0) & (position < 1.0)
+    gain = np.where(stressed, 1.0, rng.uniform(0.55, 0.9, size=stressed.size))[syllable]
+    nucleus = np.clip((position - 0.2) / 0.8, 0.0, 1.0)
+    voiced = np.where(inside, np.sin(np.pi * nucleus) ** 0.6, 0.0) * gain
+    onset = np.clip(position / 0.28, 0.0, 1.0)
+    consonant = np.where(inside & (position < 0.28), np.sin(np.pi * onset), 0.0) * gain
+    return syllable, voiced, consonant
+
+
+def _vocal_tract(
+    excitation: np.ndarray,
+    vowels: np.ndarray,
+    syllable: np.ndarray,
+    since_onset_s: np.ndarray,
+    voice: _Voice,
+    sample_rate: int,
+) -> np.ndarray:
+    """Filter the excitation through each syllable's vowel, cross-fading from the previous one.
+
+    Parameters
+    ----------
+    excitation, syllable, since_onset_s
+        Shape ``[n]``: source samples, the syllable each sample belongs to, and time since that
+        syllable's onset.
+    vowels
+        Row of ``_VOWEL_FORMANTS_HZ`` for each syllable, shape ``[n_syllables]``.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``[n]``.
+    """
+    used, syllable_rows = np.unique(vowels, return_inverse=True)
+    filters = [_vowel_filter(_VOWEL_FORMANTS_HZ[vowel] * voice.formant_scale, sample_rate) for vowel in used]
+    filtered = np.stack([signal.lfilter(b, a, excitation) for b, a in filters])  # [n_used, n]
+    fade = np.clip(since_onset_s / _VOWEL_FADE_S, 0.0, 1.0)
+    columns = np.arange(excitation.size)
+    current = filtered[syllable_rows[syllable], columns]
+    previous = filtered[syllable_rows[np.maximum(syllable - 1, 0)], columns]
+    return fade * current + (1.0 - fade) * previous
 
 
 def synth_utterance(
@@ -290,25 +339,13 @@ def synth_utterance(
     source = source + breath * np.std(source) / np.std(aspiration) * aspiration
     source = signal.lfilter([1.0 - tilt_pole], [1.0, -tilt_pole], source)
 
-    syllable = np.clip(np.searchsorted(onsets_s, times_s, side="right") - 1, 0, onsets_s.size - 1)
-    position = (times_s - onsets_s[syllable]) / lengths_s[syllable]
-    inside = (position >= 0.0) & (position < 1.0)
-    syllable_gain = np.where(stressed, 1.0, rng.uniform(0.55, 0.9, size=stressed.size))[syllable]
-    nucleus = np.clip((position - 0.2) / 0.8, 0.0, 1.0)
-    voiced_envelope = np.where(inside, np.sin(np.pi * nucleus) ** 0.6, 0.0) * syllable_gain
-    onset = np.clip(position / 0.28, 0.0, 1.0)
-    consonant_envelope = np.where(inside & (position < 0.28), np.sin(np.pi * onset), 0.0) * syllable_gain
-    excitation = source * voiced_envelope
-
+    syllable, voiced_envelope, consonant_envelope = _syllable_envelopes(rng, times_s, onsets_s, lengths_s, stressed)
     vowels = rng.integers(0, len(_VOWEL_FORMANTS_HZ), size=onsets_s.size)
-    speech = np.zeros(n_samples)
-    for vowel, weights in _vowel_weights(vowels, onsets_s, times_s).items():
-        b, a = _vowel_filter(_VOWEL_FORMANTS_HZ[vowel] * voice.formant_scale, sample_rate)
-        speech += weights * signal.lfilter(b, a, excitation)
+    speech = _vocal_tract(source * voiced_envelope, vowels, syllable, times_s - onsets_s[syllable], voice, sample_rate)
     hiss_b, hiss_a = signal.butter(2, min(2500.0, 0.4 * sample_rate), btype="highpass", fs=sample_rate)
     hiss = signal.lfilter(hiss_b, hiss_a, rng.standard_normal(n_samples)) * consonant_envelope
     voiced_rms = np.sqrt(np.mean(speech[voiced_envelope > 0.1] ** 2))
-    speech = speech + 0.06 * voiced_rms / (np.std(hiss) + 1e-12) * hiss
+    speech = speech + 0.05 * (1.2 - tilt_pole) * voiced_rms / (np.std(hiss) + 1e-12) * hiss
 
     target_rms = 10.0 ** ((_REFERENCE_RMS_DB + level_db) / 20.0)
     speech = speech * (target_rms / np.sqrt(np.mean(speech[voiced_envelope > 0.1] ** 2)))
@@ -361,7 +398,8 @@ def write_demo_corpus(
     unnamed = [emotion for emotion in chosen if emotion not in _RAVDESS_EMOTION_CODES]
     if unnamed:
         raise ValueError(f"emotions {unnamed} have no RAVDESS code; choose from {list(_RAVDESS_EMOTION_CODES)}")
-    for name, value, high in (("n_actors", n_actors, 24), ("statements", statements, 2), ("repetitions", repetitions, 2)):
+    limits = (("n_actors", n_actors, 24), ("statements", statements, 2), ("repetitions", repetitions, 2))
+    for name, value, high in limits:
         if not 1 <= value <= high:
             raise ValueError(f"{name}={value} cannot be named like RAVDESS; use 1 to {high}")
     subtype = "PCM_16" if fmt.upper() in ("WAV", "FLAC") else None
@@ -383,8 +421,9 @@ def write_demo_corpus(
                             female=actor % 2 == 0,
                             strong=intensity == 2,
                         )
-                        name = f"03-01-{code}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}.{fmt.lower()}"
-                        sf.write(actor_dir / name, samples, sample_rate, format=fmt, subtype=subtype)
-                        written.append(actor_dir / name)
+                        stem = f"03-01-{code}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}"
+                        path = actor_dir / f"{stem}.{fmt.lower()}"
+                        sf.write(path, samples, sample_rate, format=fmt, subtype=subtype)
+                        written.append(path)
     logger.info("wrote %d synthetic clips to %s", len(written), root)
     return sorted(written)

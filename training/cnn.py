@@ -171,8 +171,12 @@ class EmotionCnn(nn.Module):
         centred = features - features.mean(dim=2, keepdim=True)
         return centred / (centred.std(dim=(1, 2), keepdim=True) + 1e-5)
 
-    def forward_normalised(self, normalised: torch.Tensor) -> torch.Tensor:
-        """Logits ``[b, n_classes]`` from an already normalised ``[b, rows, frames]`` batch."""
+    def forward(self, features: torch.Tensor, *, already_normalised: bool = False) -> torch.Tensor:
+        """Logits ``[b, n_classes]`` from features ``[b, rows, frames]``.
+
+        ``already_normalised`` skips :meth:`normalise` (training normalises, then masks).
+        """
+        normalised = features if already_normalised else self.normalise(features)
         hidden = self.blocks(normalised[:, None])  # [b, c, rows', frames']
         sequence = hidden.mean(dim=2)  # [b, c, frames']
         if self.architecture.pooling == "attention":
@@ -183,10 +187,6 @@ class EmotionCnn(nn.Module):
         else:
             pooled = torch.cat([sequence.mean(dim=2), sequence.amax(dim=2)], dim=1)
         return self.classifier(self.dropout(pooled))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits ``[b, n_classes]`` from raw features ``[b, rows, frames]``."""
-        return self.forward_normalised(self.normalise(features))
 
 
 def model_input(batch: Mapping[str, np.ndarray], inputs: tuple[str, ...]) -> np.ndarray:
@@ -283,6 +283,7 @@ def train_model(
     steps_per_epoch = math.ceil(n_rows // world_size / rank_batch)
     torch.manual_seed(seed + rank)
     generator = torch.Generator().manual_seed(seed + 7919 * (rank + 1))
+    mixup_rng = np.random.default_rng([seed, rank])
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=config.max_epochs * steps_per_epoch, pct_start=0.2
@@ -303,7 +304,9 @@ def train_model(
         total_loss = 0.0
         for step in range(steps_per_epoch):
             index = own[step * rank_batch : (step + 1) * rank_batch]
-            loss = _training_step(model, network, features[index], labels[index], config, class_weights, generator)
+            loss = _training_step(
+                model, network, features[index], labels[index], config, class_weights, generator, mixup_rng
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -331,7 +334,8 @@ def train_model(
         if rank == 0:
             logger.info("%s, %.1f s", message, time.perf_counter() - epoch_started)
         if _agree_on_stop(stop, world_size):
-            logger.info("%sstopping early after epoch %d", log_prefix, epoch) if rank == 0 else None
+            if rank == 0:
+                logger.info("%sstopping early after epoch %d", log_prefix, epoch)
             break
     if best_state is not None:
         network.load_state_dict(best_state)
@@ -359,25 +363,18 @@ def _training_step(
     config: CnnConfig,
     class_weights: torch.Tensor | None,
     generator: torch.Generator,
+    mixup_rng: np.random.Generator,
 ) -> torch.Tensor:
     normalised = spec_augment(network.normalise(features), config, generator)
     targets = F.one_hot(labels, network.architecture.n_classes).float()
     if config.mixup_alpha > 0:
-        mix = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator))).beta(
-            config.mixup_alpha, config.mixup_alpha
-        ))
+        mix = float(mixup_rng.beta(config.mixup_alpha, config.mixup_alpha))
         partner = torch.randperm(len(labels), generator=generator)
         normalised = mix * normalised + (1 - mix) * normalised[partner]
         targets = mix * targets + (1 - mix) * targets[partner]
-    logits = _forward_normalised(model, normalised)
+    # Through ``model`` (not ``network``) so that a DDP wrapper synchronises the gradients.
+    logits = model(normalised, already_normalised=True)
     return _soft_cross_entropy(logits, targets, config.label_smoothing, class_weights)
-
-
-def _forward_normalised(model: nn.Module, normalised: torch.Tensor) -> torch.Tensor:
-    # Under DDP the call must go through the wrapper's forward so that gradients synchronise.
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        return model(normalised, already_normalised=True)
-    return model.forward_normalised(normalised)
 
 
 def spec_augment(normalised: torch.Tensor, config: CnnConfig, generator: torch.Generator) -> torch.Tensor:

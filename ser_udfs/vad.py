@@ -1,0 +1,209 @@
+"""Speech detection for call scoring: an energy detector with an adaptive noise floor.
+
+Why not a neural VAD: silero-vad (torch only, no torchaudio needed) runs at about 50× real time
+on one core here, an LSTM step per 32 ms chunk that cannot be batched within a stream; scoring
+targets 500× real time per core with decoding and speech detection included. This detector runs
+at several thousand times real time and is exact under streaming.
+
+The rule, per channel at the scoring sample rate:
+
+1. Frames of ``frame_s`` (non-overlapping). ``level_db`` = 10·log10 of the frame's mean square
+   (dBFS for full-scale ±1 audio).
+2. Noise floor: the minimum, over the last ``floor_window_s`` (this frame included), of the
+   level averaged over the last ``floor_smooth_s`` (energy mean, then dB). The average keeps
+   single dropped-out frames from pulling the floor down; the minimum follows the pauses between
+   words, so the floor tracks line noise that changes slowly. At the start of a stream only the
+   frames seen so far count.
+3. A frame is speech-like when ``level_db >= max(floor + margin_db, min_level_dbfs)``.
+4. Runs of speech-like frames separated by gaps of at most ``bridge_gap_s`` are joined; joined
+   regions shorter than ``min_speech_s`` are dropped (clicks, bursts); the rest are widened by
+   ``pad_s`` on each side (soft word edges). ``2 * pad_s <= bridge_gap_s`` keeps widened
+   regions apart.
+
+Everything in steps 1–3 is causal and step 4 looks ahead by at most ``bridge_gap_s +
+min_speech_s``, so :class:`SpeechDetector` gives the same regions whatever the block sizes it is
+fed: :attr:`SpeechDetector.final_sample` says up to where its decisions can no longer change.
+
+Limits (documented, not hidden): stationary noise well above the speech level, music on hold and
+loud non-speech sounds lasting longer than ``min_speech_s`` count as speech; a call that starts
+with speech and never pauses within ``floor_window_s`` takes the first pause to settle its floor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import minimum_filter1d
+
+_POWER_FLOOR = 1e-12  # -120 dBFS: the level of digital silence
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """Settings of the speech detector (``[vad]`` in ``conf/score.toml``)."""
+
+    frame_s: float = 0.02
+    margin_db: float = 10.0
+    min_level_dbfs: float = -55.0
+    floor_window_s: float = 5.0
+    floor_smooth_s: float = 0.2
+    bridge_gap_s: float = 0.3
+    min_speech_s: float = 0.25
+    pad_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.frame_s <= 0.1:
+            raise ValueError("vad.frame_s must lie in (0, 0.1] seconds")
+        if self.floor_window_s < self.frame_s or self.floor_smooth_s < self.frame_s:
+            raise ValueError("vad.floor_window_s and vad.floor_smooth_s must be at least one frame")
+        if min(self.bridge_gap_s, self.min_speech_s, self.pad_s, self.margin_db) < 0:
+            raise ValueError("vad.bridge_gap_s, min_speech_s, pad_s and margin_db must not be negative")
+        if 2 * self.pad_s > self.bridge_gap_s:
+            raise ValueError("vad.pad_s must be at most half of vad.bridge_gap_s (widened regions would touch)")
+
+
+class SpeechDetector:
+    """Streaming speech detector for one channel.
+
+    Feed consecutive blocks of samples with :meth:`push`, then call :meth:`finish` once.
+    :attr:`regions` holds the final speech regions found so far and :attr:`final_sample` the
+    sample before which nothing changes any more.
+
+    Parameters
+    ----------
+    config
+        Detector settings.
+    sample_rate
+        Hz of the samples pushed.
+    """
+
+    def __init__(self, config: VadConfig, sample_rate: int) -> None:
+        self.config = config
+        self.sample_rate = sample_rate
+        self.frame_samples = max(1, int(round(config.frame_s * sample_rate)))
+        frame_s = self.frame_samples / sample_rate
+        self._smooth = max(1, int(round(config.floor_smooth_s / frame_s)))
+        self._floor_window = max(1, int(round(config.floor_window_s / frame_s))) | 1  # odd
+        self._bridge = int(round(config.bridge_gap_s / frame_s))
+        self._min_frames = int(round(config.min_speech_s / frame_s))
+        self._pad = min(int(round(config.pad_s / frame_s)), self._bridge // 2)
+        self._leftover = np.zeros(0, dtype=np.float32)
+        self._powers = np.zeros(0, dtype=np.float64)  # last (smooth - 1) frame powers
+        self._smoothed_db = np.zeros(0, dtype=np.float64)  # last (floor_window - 1) smoothed levels
+        self._frames_done = 0
+        self._open_start: int | None = None  # start frame of a speech-like run still going on
+        self._pending: list[int] | None = None  # [start, end) frames of a joined region not yet final
+        self._frame_regions: list[tuple[int, int]] = []
+        self._total_samples: int | None = None
+        self.regions: list[tuple[int, int]] = []
+
+    @property
+    def final_sample(self) -> int:
+        """Speech decisions for samples before this index are final."""
+        if self._total_samples is not None:
+            return self._total_samples
+        if self._pending is not None:
+            first_open = self._pending[0]
+        elif self._open_start is not None:
+            first_open = self._open_start
+        else:
+            first_open = self._frames_done
+        return max(0, first_open - self._pad) * self.frame_samples
+
+    def push(self, samples: np.ndarray) -> None:
+        """Analyse the next block ``[n]`` of samples."""
+        if self._total_samples is not None:
+            raise RuntimeError("push() after finish()")
+        data = np.concatenate([self._leftover, np.asarray(samples, dtype=np.float32)])
+        n_frames = data.size // self.frame_samples
+        self._leftover = data[n_frames * self.frame_samples :]
+        if n_frames:
+            frames = data[: n_frames * self.frame_samples].reshape(n_frames, self.frame_samples)
+            self._analyse(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / self.frame_samples)
+
+    def finish(self) -> None:
+        """Analyse the last partial frame and close every region."""
+        if self._total_samples is not None:
+            return
+        total = self._frames_done * self.frame_samples + self._leftover.size
+        if self._leftover.size:
+            tail = self._leftover.astype(np.float64)
+            self._analyse(np.array([np.mean(tail * tail)]))
+        self._end_run(self._frames_done)
+        if self._pending is not None:
+            self._close(self._pending)
+            self._pending = None
+        self._total_samples = total
+        self._update_regions()
+
+    def speech_samples(self) -> int:
+        """Total samples inside the final regions."""
+        return sum(end - start for start, end in self.regions)
+
+    def _analyse(self, powers: np.ndarray) -> None:
+        """Decide ``[n]`` new frames from their mean-square powers and update the regions."""
+        config = self.config
+        level_db = 10.0 * np.log10(np.maximum(powers, _POWER_FLOOR))
+        history = np.concatenate([self._powers, powers])
+        if history.size < self._smooth + powers.size - 1:  # stream start: repeat the first frame
+            history = np.concatenate([np.full(self._smooth + powers.size - 1 - history.size, history[0]), history])
+        windows = np.lib.stride_tricks.sliding_window_view(history, self._smooth)
+        smoothed_db = 10.0 * np.log10(np.maximum(windows.mean(axis=1), _POWER_FLOOR))
+        extended = np.concatenate([self._smoothed_db, smoothed_db])
+        floor_db = minimum_filter1d(extended, self._floor_window, mode="nearest", origin=self._floor_window // 2)
+        floor_db = floor_db[self._smoothed_db.size :]
+        speech_like = level_db >= np.maximum(floor_db + config.margin_db, config.min_level_dbfs)
+        self._powers = history[history.size - (self._smooth - 1) :] if self._smooth > 1 else history[:0]
+        self._smoothed_db = extended[extended.size - (self._floor_window - 1) :] if self._floor_window > 1 else extended[:0]
+        self._track_runs(speech_like)
+
+    def _track_runs(self, speech_like: np.ndarray) -> None:
+        first = self._frames_done
+        edges = np.flatnonzero(np.diff(speech_like.astype(np.int8), prepend=np.int8(self._open_start is not None)))
+        for edge in edges.tolist():
+            if speech_like[edge]:
+                self._open_start = first + edge
+            else:
+                self._end_run(first + edge)
+        self._frames_done = first + speech_like.size
+        if self._pending is not None and self._open_start is None and self._frames_done - self._pending[1] > self._bridge:
+            self._close(self._pending)
+            self._pending = None
+        self._update_regions()
+
+    def _end_run(self, end: int) -> None:
+        if self._open_start is None:
+            return
+        start, self._open_start = self._open_start, None
+        if self._pending is not None and start - self._pending[1] <= self._bridge:
+            self._pending[1] = end
+            return
+        if self._pending is not None:
+            self._close(self._pending)
+        self._pending = [start, end]
+
+    def _close(self, region: list[int]) -> None:
+        start, end = region
+        if end - start >= self._min_frames:
+            self._frame_regions.append((max(0, start - self._pad), end + self._pad))
+
+    def _update_regions(self) -> None:
+        limit = self._total_samples
+        for start, end in self._frame_regions[len(self.regions) :]:
+            end_sample = end * self.frame_samples
+            self.regions.append((start * self.frame_samples, end_sample if limit is None else min(end_sample, limit)))
+
+
+def detect_speech(samples: np.ndarray, sample_rate: int, config: VadConfig) -> np.ndarray:
+    """Speech regions of a whole signal ``[n]``.
+
+    Returns
+    -------
+    np.ndarray
+        int64 ``[n_regions, 2]``: start and end sample of each region, sorted, not overlapping.
+    """
+    detector = SpeechDetector(config, sample_rate)
+    detector.push(samples)
+    detector.finish()
+    return np.array(detector.regions, dtype=np.int64).reshape(-1, 2)

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from ser_udfs.errors import ClipError
+from ser_udfs.feature_config import AudioConfig
+from ser_udfs.preprocess import (
+    condition_clip,
+    downmix,
+    fix_duration,
+    frame_rms,
+    peak_normalise,
+    preprocess,
+    resample,
+    to_mono_target_rate,
+    trim_silence,
+)
+
+
+def _tone(seconds: float, rate: int, freq: float = 440.0, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_downmix_averages_channels() -> None:
+    stereo = np.stack([np.ones(10, np.float32), -np.ones(10, np.float32) * 0.5])
+    np.testing.assert_allclose(downmix(stereo), np.full(10, 0.25))
+    assert downmix(stereo[:1]).shape == (10,)
+
+
+@pytest.mark.parametrize("source_rate", [8000, 22050, 44100, 48000])
+def test_resample_keeps_a_tone_and_the_duration(source_rate: int) -> None:
+    out = resample(_tone(1.0, source_rate), source_rate, 16000)
+    assert out.dtype == np.float32 and abs(out.size - 16000) <= 1
+    spectrum = np.abs(np.fft.rfft(out))
+    assert abs(np.argmax(spectrum) * 16000 / out.size - 440) < 2
+    reference = _tone(1.0, 16000)[100:-100]
+    assert np.max(np.abs(out[100:-100] - reference)) < 1e-3
+
+
+def test_resample_is_identity_at_the_target_rate() -> None:
+    tone = _tone(0.1, 16000)
+    assert resample(tone, 16000, 16000) is tone
+
+
+def test_peak_normalise_sets_the_peak_and_leaves_silence() -> None:
+    assert np.isclose(np.max(np.abs(peak_normalise(_tone(0.1, 16000), 0.9))), 0.9)
+    zeros = np.zeros(100, np.float32)
+    np.testing.assert_array_equal(peak_normalise(zeros), zeros)
+
+
+def test_frame_rms_matches_librosa() -> None:
+    import librosa
+
+    y = np.random.default_rng(1).standard_normal(12345).astype(np.float32)
+    expected = librosa.feature.rms(y=y, frame_length=1024, hop_length=256, center=True, pad_mode="constant")[0]
+    np.testing.assert_allclose(frame_rms(y, 1024, 256), expected, rtol=1e-5)
+
+
+def test_trim_silence_matches_librosa_on_padded_tone() -> None:
+    import librosa
+
+    y = np.concatenate([np.zeros(8000), _tone(1.0, 16000), np.zeros(12000)]).astype(np.float32)
+    y += np.random.default_rng(0).normal(0, 1e-4, y.size).astype(np.float32)
+    expected, _ = librosa.effects.trim(y, top_db=30, frame_length=1024, hop_length=256)
+    trimmed = trim_silence(y, top_db=30, frame_length=1024, hop_length=256)
+    np.testing.assert_array_equal(trimmed, expected)
+    assert 16000 <= trimmed.size < 16000 + 2 * 1024
+
+
+@pytest.mark.parametrize("align", ["centre", "start"])
+def test_fix_duration_pads_and_crops(align: str) -> None:
+    short = np.arange(1, 5, dtype=np.float32)
+    padded = fix_duration(short, 8, align)
+    expected_pad = [0, 0, 1, 2, 3, 4, 0, 0] if align == "centre" else [1, 2, 3, 4, 0, 0, 0, 0]
+    np.testing.assert_array_equal(padded, expected_pad)
+    long = np.arange(10, dtype=np.float32)
+    expected_crop = [3, 4, 5, 6] if align == "centre" else [0, 1, 2, 3]
+    np.testing.assert_array_equal(fix_duration(long, 4, align), expected_crop)
+
+
+def test_preprocess_gives_a_fixed_length_normalised_clip() -> None:
+    config = AudioConfig()
+    stereo = np.stack([_tone(4.0, 48000), _tone(4.0, 48000, 330)])
+    clip = preprocess(stereo, 48000, config)
+    assert clip.shape == (48000,) and clip.dtype == np.float32
+    assert np.isclose(np.max(np.abs(clip)), config.peak_level, atol=1e-3)
+
+
+def test_silent_short_and_non_finite_clips_are_reported() -> None:
+    config = AudioConfig()
+    with pytest.raises(ClipError) as silent:
+        condition_clip(np.zeros(16000, np.float32), config)
+    assert silent.value.kind == "silent"
+    with pytest.raises(ClipError) as short:
+        to_mono_target_rate(np.ones((1, 10), np.float32), 16000, config)
+    assert short.value.kind == "too_short"
+    bad = _tone(0.5, 16000)
+    bad[100] = np.nan
+    with pytest.raises(ClipError) as non_finite:
+        to_mono_target_rate(bad[None, :], 16000, config)
+    assert non_finite.value.kind == "non_finite"

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from ser_udfs.extract import ExtractJobConfig
+from ser_udfs.feature_config import FeatureConfig
+from ser_udfs.settings import ConfigError, apply_overrides, from_dict, parse_override_value, resolve_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_override_values_are_parsed_as_toml() -> None:
+    assert parse_override_value("64") == 64
+    assert parse_override_value("0.5") == 0.5
+    assert parse_override_value("true") is True
+    assert parse_override_value('["mfcc", "zcr"]') == ["mfcc", "zcr"]
+    assert parse_override_value("centre") == "centre"
+
+
+def test_overrides_change_only_the_named_key() -> None:
+    base = {"mel": {"n_mels": 128, "hop_length": 512}}
+    result = apply_overrides(base, ["mel.n_mels=64"])
+    assert result == {"mel": {"n_mels": 64, "hop_length": 512}}
+    assert base["mel"]["n_mels"] == 128
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [("mel.n_mel=64", "unknown key"), ("mell.n_mels=64", "no section"), ("mel.n_mels", "key=value")],
+)
+def test_bad_overrides_are_refused_with_a_clear_message(override: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        apply_overrides({"mel": {"n_mels": 128}}, [override])
+
+
+def test_types_are_checked() -> None:
+    with pytest.raises(ConfigError, match="must be an integer"):
+        from_dict(FeatureConfig, {"mel": {"n_mels": "many"}})
+    with pytest.raises(ConfigError, match="must be one of"):
+        from_dict(FeatureConfig, {"audio": {"align": "middle"}})
+    with pytest.raises(ConfigError, match="unknown config key"):
+        from_dict(FeatureConfig, {"mel": {"n_mels": 64, "colour": "red"}})
+
+
+def test_default_toml_matches_dataclass_defaults() -> None:
+    config = resolve_config(ExtractJobConfig, CONF / "features.toml")
+    assert config.features == FeatureConfig()
+
+
+def test_feature_config_round_trips_and_versions() -> None:
+    config = resolve_config(ExtractJobConfig, CONF / "features.toml", ["mel.n_mels=64"]).features
+    again = FeatureConfig.from_dict(config.to_dict())
+    assert again == config
+    assert again.version() == config.version()
+    assert config.version() != FeatureConfig().version()
+    assert config.describe_difference(FeatureConfig()) == ["mel.n_mels: 64 here, 128 there"]

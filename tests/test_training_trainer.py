@@ -1,0 +1,195 @@
+"""Training orchestration, bundles and evaluation on small synthetic features tables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ser_udfs.errors import UserError
+from ser_udfs.feature_config import FeatureConfig, MelConfig
+from training.bundle import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_bundle
+from training.cnn import CnnConfig
+from training.dataset import feature_batch
+from training.evaluate import EVALUATION_FILE, PREDICTIONS_FILE, evaluate_frame
+from training.splits import SplitConfig
+from training.trainer import CONFUSION_PLOT, CURVES_PLOT, TrainConfig, train_from_frame
+
+torch.set_num_threads(1)
+
+LABELS = ("angry", "happy", "neutral", "sad")
+N_MELS, N_MFCC, N_FRAMES, N_STATS = 12, 4, 20, 10
+FEATURE_CONFIG = FeatureConfig(mel=MelConfig(n_mels=N_MELS))
+TINY_CNN = CnnConfig(
+    channels=(4, 8), max_epochs=2, patience=1, batch_size=8, freq_mask_max_rows=3, time_mask_max_frames=3,
+    validation_fraction=0.25,
+)
+
+
+def synthetic_frame(n_speakers: int = 6, clips_per_label: int = 3, *, augmented: bool = True, seed: int = 0) -> pd.DataFrame:
+    """Features rows whose log-mel, MFCC and stats carry a class-dependent offset."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for speaker in range(n_speakers):
+        for label_index, label in enumerate(LABELS + ("calm",)):
+            for clip in range(clips_per_label):
+                path = f"file:/corpus/s{speaker}/{label}_{clip}.wav"
+                for augmentation in (None, "gain+2.0db") if augmented else (None,):
+                    log_mel = rng.normal(-40 + 5 * label_index, 3, (N_MELS, N_FRAMES))
+                    log_mel[label_index] += 15
+                    mfcc = rng.normal(label_index, 1, (N_MFCC, N_FRAMES))
+                    stats = rng.normal(0, 1, N_STATS) + np.eye(N_STATS)[label_index] * 3
+                    rows.append({
+                        "clip_id": f"{speaker:02d}{label}{clip}" + ("#aug0" if augmentation else ""),
+                        "path": path, "corpus": "synth", "speaker": str(speaker), "label": label,
+                        "augmentation": augmentation,
+                        "log_mel": log_mel.ravel().astype(np.float32), "log_mel_shape": [N_MELS, N_FRAMES],
+                        "mfcc": mfcc.ravel().astype(np.float32), "mfcc_shape": [N_MFCC, N_FRAMES],
+                        "stats": stats.astype(np.float32),
+                        "feature_config_version": FEATURE_CONFIG.version(),
+                    })
+    return pd.DataFrame(rows)
+
+
+def basic4(model: str, *, folds: int = 1, cnn: CnnConfig = TINY_CNN) -> TrainConfig:
+    return TrainConfig(model=model, taxonomy="basic4", seed=3, split=SplitConfig(folds=folds, test_fraction=0.34), cnn=cnn)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return synthetic_frame()
+
+
+def test_logreg_holdout_bundle_round_trip(frame: pd.DataFrame, tmp_path: Path) -> None:
+    result = train_from_frame(frame, basic4("logreg"), feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path)
+    for name in (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, CONFUSION_PLOT):
+        assert (tmp_path / name).is_file()
+    assert result["labels"] == list(LABELS)
+    assert result["metrics"]["ua"] > 0.9  # the synthetic classes are easy
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["model_kind"] == "logreg"
+    assert config["feature_config"] == FEATURE_CONFIG.to_dict()
+    assert config["training"]["data"]["taxonomy_report"]["dropped"] == {"calm": 36}
+    assert "speaker-independent" in json.loads((tmp_path / METRICS_FILE).read_text())["split"]["description"]
+    bundle = load_bundle(tmp_path)
+    probabilities = bundle.predict_proba(feature_batch(frame, ["stats"]))
+    assert probabilities.shape == (len(frame), 4)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.array_equal(probabilities, load_bundle(tmp_path).predict_proba(feature_batch(frame, ["stats"])))
+
+
+def test_cnn_kfold_bundle_round_trip_and_evaluation(frame: pd.DataFrame, tmp_path: Path) -> None:
+    cnn = replace(TINY_CNN, inputs=("log_mel", "mfcc"))
+    result = train_from_frame(frame, basic4("cnn", folds=3, cnn=cnn), feature_config=FEATURE_CONFIG.to_dict(),
+                              output_dir=tmp_path / "bundle")
+    assert set(result["metrics"]["ua"]) == {"mean", "std", "values"}
+    assert len(result["metrics"]["ua"]["values"]) == 3
+    metrics = json.loads((tmp_path / "bundle" / METRICS_FILE).read_text())
+    assert [fold["name"] for fold in metrics["folds"]] == ["fold 1/3", "fold 2/3", "fold 3/3"]
+    assert "refit on all" in metrics["final_model"]
+    assert (tmp_path / "bundle" / CURVES_PLOT).is_file()
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.inputs == ("log_mel", "mfcc")
+    batch = feature_batch(frame.iloc[:10], ["log_mel", "mfcc", "stats"])
+    np.testing.assert_array_equal(bundle.predict_proba(batch), load_bundle(tmp_path / "bundle").predict_proba(batch))
+
+    evaluation = evaluate_frame(frame, tmp_path / "bundle", tmp_path / "eval", feature_config=FEATURE_CONFIG.to_dict())
+    assert evaluation["metrics"]["n"] == 72  # originals of the four basic4 labels
+    assert evaluation["augmented"]["n"] == 72
+    assert len(evaluation["speakers_seen_in_training"]) == 6
+    predictions = pd.read_parquet(tmp_path / "eval" / PREDICTIONS_FILE)
+    assert len(predictions) == 144 and {"predicted", "p_angry"} <= set(predictions.columns)
+    assert (tmp_path / "eval" / EVALUATION_FILE).is_file()
+
+
+@pytest.fixture(scope="module")
+def logreg_bundle(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("logreg")
+    train_from_frame(frame, basic4("logreg"), feature_config=FEATURE_CONFIG.to_dict(), output_dir=path)
+    return path
+
+
+def test_feature_config_mismatch_is_refused(frame: pd.DataFrame, logreg_bundle: Path, tmp_path: Path) -> None:
+    other = FeatureConfig(mel=MelConfig(n_mels=64))
+    relabelled = frame.assign(feature_config_version=other.version())
+    with pytest.raises(UserError, match=r"mel\.n_mels: 12 here, 64 there"):
+        evaluate_frame(relabelled, logreg_bundle, tmp_path, feature_config=other.to_dict())
+    with pytest.raises(UserError, match="re-extract"):
+        load_bundle(logreg_bundle).check_feature_config(other, source="the scoring job")
+    load_bundle(logreg_bundle).check_feature_config(FEATURE_CONFIG.to_dict(), source="the scoring job")
+
+
+def test_table_and_manifest_disagreeing_is_refused(frame: pd.DataFrame, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="manifest"):
+        train_from_frame(frame, basic4("logreg"), feature_config=FeatureConfig().to_dict(), output_dir=tmp_path)
+
+
+def _copy(bundle: Path, destination: Path) -> Path:
+    destination.mkdir()
+    for item in bundle.iterdir():
+        (destination / item.name).write_bytes(item.read_bytes())
+    return destination
+
+
+def _edit_config(path: Path, **changes: object) -> None:
+    config = json.loads((path / CONFIG_FILE).read_text())
+    config.update(changes)
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+
+
+def test_incomplete_or_tampered_bundles_are_refused(logreg_bundle: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    missing = _copy(logreg_bundle, tmp_path / "missing")
+    (missing / WEIGHTS_FILE).unlink()
+    with pytest.raises(UserError, match="incomplete: model.safetensors missing"):
+        load_bundle(missing)
+
+    unknown = _copy(logreg_bundle, tmp_path / "unknown")
+    _edit_config(unknown, model_kind="svm")
+    with pytest.raises(UserError, match="unknown model kind 'svm'"):
+        load_bundle(unknown)
+
+    edited = _copy(logreg_bundle, tmp_path / "edited")
+    config = json.loads((edited / CONFIG_FILE).read_text())
+    config["feature_config"]["mel"]["n_mels"] = 40
+    _edit_config(edited, feature_config=config["feature_config"])
+    with pytest.raises(UserError, match="was edited"):
+        load_bundle(edited)
+
+    reshaped = _copy(logreg_bundle, tmp_path / "reshaped")
+    tensors = load_file(reshaped / WEIGHTS_FILE)
+    tensors["coef"] = tensors["coef"][:3]
+    save_file(tensors, reshaped / WEIGHTS_FILE)
+    with pytest.raises(UserError, match="'coef' has shape"):
+        load_bundle(reshaped)
+
+    corrupt = _copy(logreg_bundle, tmp_path / "corrupt")
+    (corrupt / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(UserError, match="cannot read model.safetensors"):
+        load_bundle(corrupt)
+
+    with pytest.raises(UserError, match="does not exist"):
+        load_bundle(tmp_path / "nowhere")
+
+
+def test_cnn_bundle_with_wrong_tensor_shape_is_refused(frame: pd.DataFrame, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    train_from_frame(frame, basic4("cnn"), feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path / "cnn")
+    tensors = load_file(str(tmp_path / "cnn" / WEIGHTS_FILE))
+    tensors["classifier.weight"] = torch.zeros(5, tensors["classifier.weight"].shape[1])
+    save_file(tensors, str(tmp_path / "cnn" / WEIGHTS_FILE))
+    with pytest.raises(UserError, match=r"classifier\.weight \[5, 16\] \(expected \[4, 16\]\)"):
+        load_bundle(tmp_path / "cnn")
+
+
+def test_rows_without_speaker_refuse_a_speaker_split(frame: pd.DataFrame, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no speaker"):
+        train_from_frame(frame.assign(speaker=None), basic4("logreg"), feature_config=FEATURE_CONFIG.to_dict(),
+                         output_dir=tmp_path)

@@ -1,0 +1,303 @@
+"""Model bundles: a directory with weights, config, metrics and plots, and the predictor API.
+
+Layout::
+
+    BUNDLE/config.json          model kind, labels, taxonomy, inputs, architecture, the exact
+                                feature config and its version, training data summary, split,
+                                seed, hyper-parameters, library versions
+    BUNDLE/model.safetensors    weights (CNN state dict; logreg scaler mean/scale, coef, intercept)
+    BUNDLE/metrics.json         test metrics (per fold and mean ± std for cross-validation)
+    BUNDLE/*.png                confusion matrix, training curves
+
+No pickle anywhere: weights are safetensors, everything else is JSON. ``config.json`` is
+written last, so a bundle whose writing was interrupted is refused on loading.
+
+:func:`load_bundle` verifies a bundle (files present, known model kind, feature config
+consistent with its version, tensor names and shapes matching the architecture) and returns a
+:class:`Bundle` whose :meth:`Bundle.predict_proba` takes feature arrays as the project's
+feature code computes them, so scoring can feed fresh features without Spark.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ser_udfs.errors import UserError
+from ser_udfs.feature_config import FeatureConfig
+from ser_udfs.settings import from_dict, to_dict
+from training.cnn import CnnArchitecture, EmotionCnn, model_input
+from training.cnn import predict_proba as cnn_predict_proba
+from training.logreg import LogregModel
+from training.taxonomy import Taxonomy
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = 1
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+WEIGHTS_FILE = "model.safetensors"
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE)
+MODEL_KINDS = ("logreg", "cnn")
+VERSIONED_LIBRARIES = ("numpy", "pandas", "scikit-learn", "torch", "safetensors", "pyarrow", "audiomentations")
+
+
+class Bundle:
+    """A loaded, verified model bundle: the uniform predictor used by evaluation and scoring.
+
+    Attributes
+    ----------
+    path
+        The bundle directory.
+    config
+        The parsed ``config.json``.
+    model
+        :class:`~training.logreg.LogregModel` or :class:`~training.cnn.EmotionCnn`.
+    """
+
+    def __init__(self, path: Path, config: dict[str, Any], model: LogregModel | EmotionCnn) -> None:
+        self.path = path
+        self.config = config
+        self.model = model
+        self.feature_config = FeatureConfig.from_dict(config["feature_config"])
+        self.taxonomy = Taxonomy.from_dict(config["taxonomy"])
+
+    @property
+    def model_kind(self) -> str:
+        """``logreg`` or ``cnn``."""
+        return str(self.config["model_kind"])
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names in the order of :meth:`predict_proba`'s columns."""
+        return tuple(self.config["labels"])
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Feature arrays :meth:`predict_proba` needs (``stats``, or ``log_mel`` [+ ``mfcc``])."""
+        return tuple(self.config["inputs"])
+
+    def predict_proba(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Class probabilities for a batch of clips.
+
+        Parameters
+        ----------
+        batch
+            Feature arrays as the feature code computes them: ``{"log_mel": [n, n_mels,
+            frames], "mfcc": [n, c, frames], "stats": [n, d]}``; only :attr:`inputs` are used.
+
+        Returns
+        -------
+        np.ndarray
+            float32 ``[n, len(labels)]``, rows summing to 1.
+        """
+        if isinstance(self.model, LogregModel):
+            if "stats" not in batch:
+                raise UserError("the model needs the 'stats' feature, which the input does not have")
+            return self.model.predict_proba(batch["stats"])
+        features = model_input(batch, self.inputs)
+        expected_rows = sum(self.model.architecture.input_rows)
+        if features.shape[1] != expected_rows:
+            raise UserError(
+                f"the model takes {self.inputs} with {list(self.model.architecture.input_rows)} rows, "
+                f"got {features.shape[1]} rows in total"
+            )
+        return cnn_predict_proba(self.model, features)
+
+    def predict(self, batch: Mapping[str, np.ndarray]) -> list[str]:
+        """The most probable label per clip, ``[n]``."""
+        return [self.labels[index] for index in self.predict_proba(batch).argmax(axis=1)]
+
+    def check_feature_config(self, other: FeatureConfig | Mapping[str, Any], *, source: str) -> None:
+        """Refuse features computed with a different config than the model was trained on.
+
+        Parameters
+        ----------
+        other
+            The feature config of the table or of the scoring job.
+        source
+            What ``other`` describes, for the message (``"the features table at ..."``).
+        """
+        theirs = other if isinstance(other, FeatureConfig) else FeatureConfig.from_dict(other)
+        if theirs.version() == self.feature_config.version():
+            return
+        differences = self.feature_config.describe_difference(theirs)
+        raise UserError(
+            f"the model bundle {self.path} was trained on features with config "
+            f"{self.feature_config.version()}, but {source} uses config {theirs.version()} "
+            f"(here = bundle, there = {source}: {'; '.join(differences)}); re-extract the features "
+            f"with the bundle's feature config (in {self.path / CONFIG_FILE}) or use a bundle "
+            "trained on features like these"
+        )
+
+
+def save_bundle(
+    output_dir: str | Path,
+    *,
+    model: LogregModel | EmotionCnn,
+    taxonomy: Taxonomy,
+    labels: Sequence[str],
+    feature_config: FeatureConfig,
+    training: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+) -> Path:
+    """Write a bundle directory (weights, metrics, then ``config.json``).
+
+    Parameters
+    ----------
+    output_dir
+        Directory to write (created; files of an earlier bundle there are replaced).
+    model
+        The fitted model.
+    taxonomy, labels
+        The taxonomy and the labels the model outputs, in column order.
+    feature_config
+        The feature config of the table the model was trained on.
+    training
+        JSON-serialisable facts about the training run (data summary, split, seed,
+        hyper-parameters); stored under ``"training"``.
+    metrics
+        JSON-serialisable metrics, written to ``metrics.json``.
+    """
+    from safetensors.numpy import save_file as save_numpy
+    from safetensors.torch import save_file as save_torch
+
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).unlink(missing_ok=True)
+    config: dict[str, Any] = {
+        "bundle_format": BUNDLE_FORMAT,
+        "labels": list(labels),
+        "taxonomy": taxonomy.to_dict(),
+        "feature_config": feature_config.to_dict(),
+        "feature_config_version": feature_config.version(),
+    }
+    if isinstance(model, LogregModel):
+        save_numpy({name: np.ascontiguousarray(array) for name, array in model.tensors().items()}, path / WEIGHTS_FILE)
+        config.update(model_kind="logreg", inputs=["stats"], architecture={"n_stats": model.n_stats})
+    else:
+        state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+        save_torch(state, str(path / WEIGHTS_FILE))
+        config.update(model_kind="cnn", inputs=list(model.architecture.inputs), architecture=to_dict(model.architecture))
+    config["training"] = dict(training)
+    config["library_versions"] = library_versions()
+    config["created_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    _write_json(path / METRICS_FILE, metrics)
+    _write_json(path / CONFIG_FILE, config)
+    logger.info("wrote model bundle %s", path)
+    return path
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load and verify a bundle directory.
+
+    Raises
+    ------
+    UserError
+        For a missing directory or file, unreadable JSON, an unknown bundle format or model
+        kind, a feature config that does not match its recorded version, or weights whose
+        names or shapes do not fit the recorded architecture.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"model bundle {path} does not exist or is not a directory")
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise UserError(f"model bundle {path} is incomplete: {', '.join(missing)} missing; train it again")
+    config = _read_json(path / CONFIG_FILE)
+    if config.get("bundle_format") != BUNDLE_FORMAT:
+        raise UserError(
+            f"model bundle {path} has format {config.get('bundle_format')!r}; this version reads format {BUNDLE_FORMAT}"
+        )
+    kind = config.get("model_kind")
+    if kind not in MODEL_KINDS:
+        raise UserError(f"model bundle {path} has unknown model kind {kind!r}; known kinds: {list(MODEL_KINDS)}")
+    labels = config.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(label, str) for label in labels):
+        raise UserError(f"model bundle {path}: 'labels' in {CONFIG_FILE} must list at least two label names")
+    try:
+        feature_config = FeatureConfig.from_dict(config.get("feature_config") or {})
+        Taxonomy.from_dict(config.get("taxonomy") or {})
+    except UserError as exc:
+        raise UserError(f"model bundle {path}: {exc}") from None
+    if feature_config.version() != config.get("feature_config_version"):
+        raise UserError(
+            f"model bundle {path}: its feature config hashes to {feature_config.version()}, not the recorded "
+            f"{config.get('feature_config_version')!r}; the bundle was edited, train it again"
+        )
+    model = _load_logreg(path, len(labels)) if kind == "logreg" else _load_cnn(path, config, len(labels))
+    return Bundle(path, config, model)
+
+
+def _load_logreg(path: Path, n_classes: int) -> LogregModel:
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(path / WEIGHTS_FILE)
+    except Exception as exc:  # safetensors raises its own error types for a corrupt file
+        raise UserError(f"model bundle {path}: cannot read {WEIGHTS_FILE} ({exc})") from None
+    try:
+        return LogregModel.from_tensors(tensors, n_classes=n_classes)
+    except UserError as exc:
+        raise UserError(f"model bundle {path}: {exc}") from None
+
+
+def _load_cnn(path: Path, config: Mapping[str, Any], n_classes: int) -> EmotionCnn:
+    from safetensors.torch import load_file
+
+    try:
+        architecture = from_dict(CnnArchitecture, config.get("architecture") or {}, where="architecture")
+    except (UserError, TypeError) as exc:
+        raise UserError(f"model bundle {path}: bad CNN architecture in {CONFIG_FILE} ({exc})") from None
+    if architecture.n_classes != n_classes or list(architecture.inputs) != list(config.get("inputs", [])):
+        raise UserError(f"model bundle {path}: the architecture does not match the labels or inputs in {CONFIG_FILE}")
+    model = EmotionCnn(architecture)
+    try:
+        tensors = load_file(str(path / WEIGHTS_FILE))
+    except Exception as exc:  # safetensors raises its own error types for a corrupt file
+        raise UserError(f"model bundle {path}: cannot read {WEIGHTS_FILE} ({exc})") from None
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    found = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+    if set(expected) != set(found):
+        raise UserError(
+            f"model bundle {path}: {WEIGHTS_FILE} lacks tensors {sorted(set(expected) - set(found))[:5]} "
+            f"and has unexpected {sorted(set(found) - set(expected))[:5]}"
+        )
+    wrong = [f"{name} {list(found[name])} (expected {list(shape)})" for name, shape in expected.items() if found[name] != shape]
+    if wrong:
+        raise UserError(f"model bundle {path}: tensors with wrong shapes: {', '.join(wrong[:5])}")
+    model.load_state_dict(tensors)
+    model.eval()
+    return model
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that decide a model's numbers."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path} ({exc}); the bundle is damaged, train it again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} does not hold a JSON object; the bundle is damaged, train it again")
+    return data

@@ -1,0 +1,127 @@
+"""Apply a bundle to a labelled features table and report: what ``jobs/evaluate.py`` calls."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ser_udfs.errors import UserError
+from training.bundle import Bundle, load_bundle
+from training.dataset import feature_batch, label_indices, table_feature_config
+from training.metrics import classification_metrics, format_headline, grouped_metrics
+from training.plots import plot_confusion_matrix
+from training.splits import speaker_keys
+from training.taxonomy import apply_taxonomy
+
+logger = logging.getLogger(__name__)
+
+EVALUATION_FILE = "evaluation.json"
+PREDICTIONS_FILE = "predictions.parquet"
+CONFUSION_PLOT = "confusion_matrix.png"
+PREDICT_BATCH_ROWS = 256
+
+
+def predict_frame(bundle: Bundle, frame: pd.DataFrame, *, batch_rows: int = PREDICT_BATCH_ROWS) -> np.ndarray:
+    """Class probabilities ``[n, len(bundle.labels)]`` for features rows, in batches of ``batch_rows``."""
+    chunks = [
+        bundle.predict_proba(feature_batch(frame.iloc[start : start + batch_rows], bundle.inputs))
+        for start in range(0, len(frame), batch_rows)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, len(bundle.labels)), dtype=np.float32)
+
+
+def evaluate_frame(
+    frame: pd.DataFrame,
+    bundle_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    feature_config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Score labelled features rows with a bundle and write metrics, plot and predictions.
+
+    Labels are mapped onto the bundle's taxonomy; rows it does not cover are dropped and
+    counted. Headline metrics count original clips; augmented copies get their own entry.
+    Speakers the bundle was trained on are counted in ``speakers_seen_in_training``: figures
+    on those speakers are not speaker-independent.
+
+    Parameters
+    ----------
+    frame
+        Features rows with ``label`` (e.g. ``pd.read_parquet(table)``).
+    bundle_dir
+        A bundle written by :func:`training.trainer.train_from_frame`.
+    output_dir
+        Receives ``evaluation.json``, ``confusion_matrix.png`` and ``predictions.parquet``.
+    feature_config
+        The table's feature config dict (from its ``_manifest.json``); must match the bundle's.
+
+    Returns
+    -------
+    dict
+        The content of ``evaluation.json``.
+    """
+    bundle = load_bundle(bundle_dir)
+    bundle.check_feature_config(table_feature_config(frame, feature_config), source="the features table")
+    mapped, report = apply_taxonomy(frame, bundle.taxonomy)
+    covered = mapped["label"].isin(bundle.labels).to_numpy()
+    untrained = mapped.loc[~covered, "label"].value_counts().to_dict()
+    mapped = mapped.loc[covered].reset_index(drop=True)
+    if mapped.empty:
+        raise UserError(
+            f"no rows of the table carry one of the bundle's labels {list(bundle.labels)} "
+            f"(taxonomy {bundle.taxonomy.name}); nothing to evaluate"
+        )
+    probabilities = predict_frame(bundle, mapped)
+    predicted = probabilities.argmax(axis=1)
+    truth = label_indices(mapped, bundle.labels)
+    original = mapped["augmentation"].isna().to_numpy() if "augmentation" in mapped else np.ones(len(mapped), bool)
+    speakers = speaker_keys(mapped, allow_missing=True)
+    trained_speakers = set(bundle.config.get("training", {}).get("data", {}).get("speakers", []))
+    seen = sorted(set(speakers) & trained_speakers)
+    headline_rows = original if original.any() else np.ones(len(mapped), bool)
+    evaluation: dict[str, Any] = {
+        "bundle": str(bundle.path),
+        "model": bundle.model_kind,
+        "taxonomy": bundle.taxonomy.name,
+        "labels": list(bundle.labels),
+        "rows": int(len(mapped)),
+        "dropped_by_taxonomy": report.dropped,
+        "dropped_labels_without_model_class": {str(k): int(v) for k, v in untrained.items()},
+        "speakers_seen_in_training": seen,
+        "metrics": classification_metrics(truth[headline_rows], predicted[headline_rows], bundle.labels),
+        "per_corpus": grouped_metrics(
+            truth[headline_rows], predicted[headline_rows], mapped["corpus"].to_numpy()[headline_rows], bundle.labels
+        ),
+    }
+    if not original.all():
+        evaluation["augmented"] = classification_metrics(truth[~original], predicted[~original], bundle.labels)
+    if seen:
+        logger.warning(
+            "%d evaluated speakers were in the bundle's training data: their figures are not speaker-independent",
+            len(seen),
+        )
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    matrix = evaluation["metrics"]["confusion_matrix"]
+    plot_confusion_matrix(
+        np.array(matrix["matrix"]), matrix["labels"], output / CONFUSION_PLOT,
+        title=f"{bundle.model_kind} ({bundle.path.name}) on {len(mapped)} rows\n{format_headline(evaluation['metrics'])}",
+    )
+    _predictions_table(mapped, probabilities, bundle.labels).to_parquet(output / PREDICTIONS_FILE, index=False)
+    (output / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n")
+    logger.info("evaluation of %s: %s", bundle.path, format_headline(evaluation["metrics"]))
+    return evaluation
+
+
+def _predictions_table(frame: pd.DataFrame, probabilities: np.ndarray, labels: tuple[str, ...]) -> pd.DataFrame:
+    columns = [name for name in ("clip_id", "path", "corpus", "speaker", "augmentation", "label") if name in frame]
+    table = frame[columns].copy()
+    table["predicted"] = [labels[index] for index in probabilities.argmax(axis=1)]
+    for index, label in enumerate(labels):
+        table[f"p_{label}"] = probabilities[:, index]
+    return table
