@@ -100,16 +100,37 @@ class SpeechDetector:
 
     @property
     def final_sample(self) -> int:
-        """Speech decisions for samples before this index are final."""
+        """Speech decisions for samples before this index are final (see :attr:`provisional_region`)."""
         if self._total_samples is not None:
             return self._total_samples
+        joint = self._joint()
+        if joint is None:
+            return max(0, self._frames_done - self._pad) * self.frame_samples
+        start, end = joint
+        if end - start >= self._min_frames:
+            return end * self.frame_samples
+        return max(0, start - self._pad) * self.frame_samples
+
+    @property
+    def provisional_region(self) -> tuple[int, int] | None:
+        """The part of the region still growing that is already certain to be speech, in samples.
+
+        A region that has reached ``min_speech_s`` is never dropped, so its samples up to now
+        are speech even though its end is not known yet; without this, a long stretch of speech
+        would have to be held in memory until it ends. ``None`` when there is no such part.
+        """
+        joint = self._joint() if self._total_samples is None else None
+        if joint is None or joint[1] - joint[0] < self._min_frames:
+            return None
+        return max(0, joint[0] - self._pad) * self.frame_samples, joint[1] * self.frame_samples
+
+    def _joint(self) -> tuple[int, int] | None:
+        """Frames of the region being built: the pending joined runs and the run going on."""
         if self._pending is not None:
-            first_open = self._pending[0]
-        elif self._open_start is not None:
-            first_open = self._open_start
-        else:
-            first_open = self._frames_done
-        return max(0, first_open - self._pad) * self.frame_samples
+            return self._pending[0], self._frames_done if self._open_start is not None else self._pending[1]
+        if self._open_start is not None:
+            return self._open_start, self._frames_done
+        return None
 
     def push(self, samples: np.ndarray) -> None:
         """Analyse the next block ``[n]`` of samples."""
@@ -163,7 +184,7 @@ class SpeechDetector:
         edges = np.flatnonzero(np.diff(speech_like.astype(np.int8), prepend=np.int8(self._open_start is not None)))
         for edge in edges.tolist():
             if speech_like[edge]:
-                self._open_start = first + edge
+                self._start_run(first + edge)
             else:
                 self._end_run(first + edge)
         self._frames_done = first + speech_like.size
@@ -172,16 +193,21 @@ class SpeechDetector:
             self._pending = None
         self._update_regions()
 
+    def _start_run(self, start: int) -> None:
+        if self._pending is not None and start - self._pending[1] > self._bridge:
+            self._close(self._pending)
+            self._pending = None
+        self._open_start = start
+
     def _end_run(self, end: int) -> None:
+        """Close the run going on; it joins the pending region (never more than the gap apart)."""
         if self._open_start is None:
             return
-        start, self._open_start = self._open_start, None
-        if self._pending is not None and start - self._pending[1] <= self._bridge:
+        if self._pending is None:
+            self._pending = [self._open_start, end]
+        else:
             self._pending[1] = end
-            return
-        if self._pending is not None:
-            self._close(self._pending)
-        self._pending = [start, end]
+        self._open_start = None
 
     def _close(self, region: list[int]) -> None:
         start, end = region

@@ -10,6 +10,7 @@ asked for, and every report names the split.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -171,5 +172,16 @@ def _grouped_folds(
             f"cannot split {n_groups} {unit} into {max(n_folds, 2)} parts: "
             "use fewer folds (split.folds) or more data"
         )
+    groups_per_label = pd.Series(groups).groupby(labels).nunique()
+    if (sparse := groups_per_label[groups_per_label < n_folds]).size:
+        logger.warning(
+            "labels %s occur for fewer %s than there are parts (%d); some test parts will lack them",
+            dict(sparse), unit, n_folds,
+        )
+    # With too few rows of every label to stratify, one dummy class gives grouped, unstratified folds.
+    strata = labels if pd.Series(labels).value_counts().max() >= n_folds else np.zeros(len(labels))
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return [test for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
+    with warnings.catch_warnings():
+        # scikit-learn warns per row count; the warning above counts groups, which is what matters.
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        return [test for _, test in splitter.split(np.zeros(len(labels)), strata, groups)]

@@ -1,0 +1,128 @@
+"""The CNN: determinism, masking, inputs, and training in a two-process DDP group."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+from dataclasses import replace
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+
+from ser_udfs.errors import UserError
+from training.cnn import (
+    CnnConfig,
+    build_model,
+    evaluate_loss_and_ua,
+    model_input,
+    predict_proba,
+    spec_augment,
+    train_model,
+)
+from training.cnn_distributed import run_training_process, train_distributed
+
+torch.set_num_threads(1)
+
+CONFIG = CnnConfig(channels=(4, 8), max_epochs=2, patience=5, batch_size=8, freq_mask_max_rows=3, time_mask_max_frames=3)
+ROWS, FRAMES, CLASSES = 10, 18, 3
+
+
+def _data(n: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % CLASSES
+    features = rng.normal(-30, 5, (n, ROWS, FRAMES)).astype(np.float32)
+    features[np.arange(n), labels] += 20
+    return features, labels
+
+
+def _weights(model: torch.nn.Module) -> list[np.ndarray]:
+    return [tensor.detach().numpy().copy() for tensor in model.state_dict().values()]
+
+
+@pytest.mark.parametrize("config", [CONFIG, replace(CONFIG, normalisation="dataset", pooling="mean_max", mixup_alpha=0.4)])
+def test_training_is_deterministic_for_a_seed(config: CnnConfig) -> None:
+    features, labels = _data()
+    runs = []
+    for _ in range(2):
+        model = build_model(config, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=5)
+        history = train_model(model, features, labels, config, seed=5, validation=_data(9, seed=1))
+        runs.append((model, history))
+    (first, history_a), (second, history_b) = runs
+    assert history_a.train_loss == history_b.train_loss and len(history_a.train_loss) == 2
+    for a, b in zip(_weights(first), _weights(second)):
+        np.testing.assert_array_equal(a, b)
+    probabilities = predict_proba(first, features)
+    assert probabilities.shape == (24, CLASSES)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_early_stopping_restores_the_best_epoch() -> None:
+    features, labels = _data()
+    config = replace(CONFIG, max_epochs=6, patience=2)
+    model = build_model(config, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=0)
+    validation = _data(9, seed=1)
+    history = train_model(model, features, labels, config, seed=0, validation=validation)
+    assert len(history.train_loss) == min(history.best_epoch + config.patience, config.max_epochs)
+    assert history.validation_ua[history.best_epoch - 1] == max(history.validation_ua)
+    loss, ua = evaluate_loss_and_ua(model, *validation, n_classes=CLASSES)
+    assert (loss, ua) == pytest.approx((history.validation_loss[history.best_epoch - 1], max(history.validation_ua)))
+
+
+def test_spec_augment_masks_bands_with_zeros() -> None:
+    batch = torch.ones(4, ROWS, FRAMES)
+    masked = spec_augment(batch, replace(CONFIG, freq_masks=1, time_masks=0, freq_mask_max_rows=3),
+                          torch.Generator().manual_seed(0))
+    assert masked.shape == batch.shape and torch.all(batch == 1)
+    zero_rows = (masked == 0).all(dim=2)
+    assert torch.all(zero_rows.sum(dim=1) <= 3)
+    assert torch.equal((masked == 0).any(dim=2), zero_rows)  # a masked row is masked over all frames
+
+
+def test_model_input_stacks_maps_and_names_bad_shapes() -> None:
+    batch = {"log_mel": np.zeros((2, 8, 20)), "mfcc": np.ones((2, 3, 20))}
+    stacked = model_input(batch, ("log_mel", "mfcc"))
+    assert stacked.shape == (2, 11, 20) and stacked.dtype == np.float32
+    with pytest.raises(UserError, match="needs feature"):
+        model_input({"log_mel": batch["log_mel"]}, ("log_mel", "mfcc"))
+    with pytest.raises(UserError, match="equal n and frames"):
+        model_input({"log_mel": batch["log_mel"], "mfcc": np.ones((2, 3, 19))}, ("log_mel", "mfcc"))
+    with pytest.raises(UserError, match="at least 16 frames"):
+        model_input({"log_mel": np.zeros((2, 8, 10))}, ("log_mel",))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(rank: int, world_size: int, port: int, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+    function(*args)
+
+
+def _two_process_runner(function: Callable[..., Any], *args: Any) -> None:
+    """Starts the function like TorchDistributor(num_processes=2, local_mode=True) does: env + processes."""
+    context = multiprocessing.get_context("spawn")
+    port = _free_port()
+    processes = [context.Process(target=_launch, args=(rank, 2, port, function, args)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0]
+
+
+@pytest.mark.slow
+def test_ddp_training_in_two_processes_gives_a_usable_model() -> None:
+    features, labels = _data()
+    model, history = train_distributed(
+        _two_process_runner, (features, labels), CONFIG, n_classes=CLASSES, input_rows=(ROWS,), seed=2,
+        validation=_data(9, seed=1),
+    )
+    assert len(history.train_loss) == 2 and 1 <= history.best_epoch <= 2
+    assert predict_proba(model, features).shape == (24, CLASSES)
+    assert run_training_process.__module__ == "training.cnn_distributed"  # importable by the workers

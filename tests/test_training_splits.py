@@ -1,0 +1,100 @@
+"""Splits never put a speaker (or a clip with its augmented copies) on both sides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ser_udfs.errors import UserError
+from training.splits import SplitConfig, holdout_split, make_splits, speaker_keys
+
+LABELS = ["angry", "happy", "neutral", "sad"]
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> pd.DataFrame:
+    """Clips of several corpora whose speaker ids collide across corpora, some augmented."""
+    n_speakers = draw(st.integers(min_value=3, max_value=9))
+    rows = []
+    for speaker in range(n_speakers):
+        corpus = draw(st.sampled_from(["ravdess", "crema-d"]))
+        for clip in range(draw(st.integers(min_value=1, max_value=5))):
+            path = f"file:/{corpus}/{speaker}/{clip}.wav"
+            label = draw(st.sampled_from(LABELS))
+            for copy in range(1 + draw(st.integers(min_value=0, max_value=2))):
+                rows.append({
+                    "path": path, "corpus": corpus, "speaker": str(speaker % 4), "label": label,
+                    "augmentation": None if copy == 0 else f"noise_snr{copy}",
+                })
+    return pd.DataFrame(rows)
+
+
+def _assert_sides_disjoint(frame: pd.DataFrame, train: np.ndarray, test: np.ndarray) -> None:
+    keys = speaker_keys(frame)
+    assert not set(keys[train]) & set(keys[test])
+    assert not set(frame["path"].iloc[train]) & set(frame["path"].iloc[test])
+    assert len(np.intersect1d(train, test)) == 0
+    assert len(train) + len(test) == len(frame)
+
+
+@settings(max_examples=40, deadline=None)
+@given(frame=frames(), folds=st.integers(min_value=2, max_value=3), seed=st.integers(0, 1000))
+def test_speaker_folds_never_leak_speakers_and_partition_the_rows(frame: pd.DataFrame, folds: int, seed: int) -> None:
+    n_groups = len(set(speaker_keys(frame)))
+    if n_groups < folds:
+        with pytest.raises(UserError, match="cannot split"):
+            make_splits(frame, SplitConfig(folds=folds), seed=seed)
+        return
+    splits = make_splits(frame, SplitConfig(folds=folds), seed=seed)
+    assert len(splits) == folds
+    for split in splits:
+        _assert_sides_disjoint(frame, split.train_index, split.test_index)
+    assert sorted(np.concatenate([split.test_index for split in splits])) == list(range(len(frame)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(frame=frames(), seed=st.integers(0, 1000), fraction=st.sampled_from([0.2, 0.34, 0.5]))
+def test_holdout_and_validation_splits_never_leak_speakers(frame: pd.DataFrame, seed: int, fraction: float) -> None:
+    split = holdout_split(frame, "speaker", test_fraction=fraction, seed=seed)
+    _assert_sides_disjoint(frame, split.train_index, split.test_index)
+    assert len(split.test_index) > 0 and len(split.train_index) > 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(frame=frames(), seed=st.integers(0, 1000))
+def test_random_split_keeps_augmented_copies_with_their_clip(frame: pd.DataFrame, seed: int) -> None:
+    splits = make_splits(frame, SplitConfig(method="random", folds=2), seed=seed)
+    for split in splits:
+        assert not set(frame["path"].iloc[split.train_index]) & set(frame["path"].iloc[split.test_index])
+
+
+def test_ravdess_like_corpus_gets_four_actors_per_fold() -> None:
+    frame = pd.DataFrame([
+        {"path": f"a{actor}/{label}{clip}", "corpus": "ravdess", "speaker": f"{actor:02d}", "label": label}
+        for actor in range(1, 25) for label in LABELS for clip in range(4)
+    ])
+    splits = make_splits(frame, SplitConfig(folds=6), seed=0)
+    assert [len(set(frame["speaker"].iloc[split.test_index])) for split in splits] == [4] * 6
+
+
+def test_same_speaker_id_in_two_corpora_is_two_speakers() -> None:
+    frame = pd.DataFrame({"corpus": ["a", "b"], "speaker": ["1", "1"], "path": ["x", "y"], "label": ["sad", "sad"]})
+    assert list(speaker_keys(frame)) == ["a/1", "b/1"]
+
+
+def test_missing_speaker_is_refused_for_a_speaker_split_only() -> None:
+    frame = pd.DataFrame({
+        "corpus": ["c"] * 8, "speaker": [None] * 8, "path": [f"p{i}" for i in range(8)], "label": LABELS * 2,
+    })
+    with pytest.raises(UserError, match="no speaker"):
+        make_splits(frame, SplitConfig(), seed=0)
+    assert len(make_splits(frame, SplitConfig(method="random", folds=2), seed=0)) == 2
+
+
+def test_split_description_names_the_split() -> None:
+    assert SplitConfig().describe().startswith("speaker-independent")
+    assert "6-fold" in SplitConfig().describe()
+    assert "random" in SplitConfig(method="random", folds=1).describe()
