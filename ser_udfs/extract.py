@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ser_udfs.augment import AugmentConfig, augment_variants
 from ser_udfs.audio import AudioInfo, AudioSource, decode_audio
 from ser_udfs.feature_config import AudioConfig, FeatureConfig, MelConfig, MfccConfig, StatsConfig, ZcrConfig
 from ser_udfs.features import compute_features_batch
@@ -29,14 +30,14 @@ class ExtractOptions:
     augment_variants
         Number of augmented copies per clip (0: none).
     augment_config
-        A ``ser_udfs.augment.AugmentConfig`` as a dict; used when ``augment_variants > 0``.
+        Effects and parameter ranges; used when ``augment_variants > 0``.
     augment_seed
         Base seed; each clip's copies are seeded from it and the clip id.
     """
 
     keep_waveform: bool = False
     augment_variants: int = 0
-    augment_config: dict[str, Any] | None = None
+    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
     augment_seed: int = 0
 
 
@@ -74,13 +75,10 @@ def extract_file(
     sample_rate = config.audio.target_sample_rate_hz
     variants: list[tuple[str | None, np.ndarray]] = [(None, mono)]
     if options.augment_variants > 0:
-        from ser_udfs.augment import AugmentConfig, augment_variants
-
-        augment_config = AugmentConfig(**(options.augment_config or {}))
         variants += augment_variants(
             mono,
             sample_rate,
-            augment_config,
+            options.augment_config,
             n_variants=options.augment_variants,
             seed=_variant_seed(options.augment_seed, clip_id),
         )
@@ -115,11 +113,11 @@ class ReadSection:
 
 @dataclass(frozen=True)
 class AugmentSection:
-    """``[augment]`` of ``conf/features.toml``; ``effects`` fills ``ser_udfs.augment.AugmentConfig``."""
+    """``[augment]`` of ``conf/features.toml``: how many copies, and ``[augment.settings]``."""
 
     variants: int = 0
     seed: int = 0
-    effects: dict[str, Any] = field(default_factory=dict)
+    settings: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -146,6 +144,6 @@ class ExtractJobConfig:
         return ExtractOptions(
             keep_waveform=self.output.keep_waveform,
             augment_variants=self.augment.variants,
-            augment_config=dict(self.augment.effects),
+            augment_config=self.augment.settings,
             augment_seed=self.augment.seed,
         )

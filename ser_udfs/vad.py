@@ -175,8 +175,8 @@ class SpeechDetector:
         floor_db = minimum_filter1d(extended, self._floor_window, mode="nearest", origin=self._floor_window // 2)
         floor_db = floor_db[self._smoothed_db.size :]
         speech_like = level_db >= np.maximum(floor_db + config.margin_db, config.min_level_dbfs)
-        self._powers = history[history.size - (self._smooth - 1) :] if self._smooth > 1 else history[:0]
-        self._smoothed_db = extended[extended.size - (self._floor_window - 1) :] if self._floor_window > 1 else extended[:0]
+        self._powers = history[max(0, history.size - (self._smooth - 1)) :]
+        self._smoothed_db = extended[max(0, extended.size - (self._floor_window - 1)) :]
         self._track_runs(speech_like)
 
     def _track_runs(self, speech_like: np.ndarray) -> None:

@@ -11,7 +11,7 @@ from ser_udfs.augment import AugmentConfig, augment_variants, mu_law_decode, mu_
 from ser_udfs.settings import ConfigError, from_dict, load_toml
 
 SAMPLE_RATE = 16000
-CONF_FILE = Path(__file__).resolve().parents[1] / "conf" / "augment.toml"
+CONF_FILE = Path(__file__).resolve().parents[1] / "conf" / "features.toml"
 
 
 @pytest.fixture(scope="module")
@@ -112,4 +112,4 @@ def test_edge_cases_and_bad_configs(waveform: np.ndarray) -> None:
 
 
 def test_conf_file_matches_the_defaults() -> None:
-    assert from_dict(AugmentConfig, load_toml(CONF_FILE)["augment"]) == AugmentConfig()
+    assert from_dict(AugmentConfig, load_toml(CONF_FILE)["augment"]["settings"]) == AugmentConfig()

@@ -136,3 +136,18 @@ def test_user_errors_are_one_sentence(tmp_path: Path, capsys) -> None:
     assert "cannot read input" in capsys.readouterr().err
     status = run(extract_features.main, ["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--set", "mel.bands=3"])
     assert status == 2
+
+
+def test_augmented_copies_are_tagged_rows_of_their_clip(corpus: Path, tmp_path: Path) -> None:
+    output = tmp_path / "augmented"
+    assert _run(corpus / "cremad", output, "--augment", "2") == 0
+    table = pd.read_parquet(output / "features")
+    assert len(table) == 2 * 3
+    originals = table[table["augmentation"].isna()]
+    copies = table[table["augmentation"].notna()]
+    assert len(originals) == 2 and len(copies) == 4
+    for clip_id in originals["clip_id"]:
+        assert set(copies["clip_id"][copies["clip_id"].str.startswith(clip_id)]) == {f"{clip_id}#aug1", f"{clip_id}#aug2"}
+    assert set(copies["path"]) == set(originals["path"])
+    counts = json.loads((output / "_manifest.json").read_text())["counts"]
+    assert counts == {"files_listed": 2, "clips": 2, "augmented_rows": 4, "feature_rows": 6, "errors": 0}
