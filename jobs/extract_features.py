@@ -68,7 +68,7 @@ def _manifest_frame(spark: SparkSession, manifest: str) -> DataFrame:
     rows = [
         (
             local_uri(entry.path) if local_path(entry.path) is not None else entry.path,
-            None, entry.corpus, entry.speaker, entry.gender, entry.label, entry.raw_label, entry.meta, "manifest",
+            None, entry.corpus, entry.speaker, entry.gender, entry.label, entry.raw_label, entry.meta, "manifest", None,
         )
         for entry in entries
     ]
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("manifest_corpus", "string"), ("manifest_speaker", "string"), ("manifest_gender", "string"),
                 ("manifest_label", "string"), ("manifest_raw_label", "string"),
                 ("manifest_meta", "map<string,string>"),
-            )], F.lit("name").alias("labelled_by"),
+            )], F.lit("name").alias("labelled_by"), "listing_error",
         )
         frames.append(listed_audio)
     if args.manifest:

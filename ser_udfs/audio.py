@@ -45,6 +45,11 @@ def _open(source: AudioSource) -> sf.SoundFile:
             raise ClipError("read", f"file not found: {source}")
         if not os.access(source, os.R_OK):
             raise ClipError("read", f"permission denied: {source}")
+        empty = os.path.getsize(source) == 0
+    else:
+        empty = isinstance(source, (bytes, bytearray, memoryview)) and len(source) == 0
+    if empty:
+        raise ClipError("empty", "the file is empty (0 bytes)")
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         return sf.SoundFile(handle)
@@ -55,14 +60,46 @@ def _open(source: AudioSource) -> sf.SoundFile:
     except IsADirectoryError:
         raise ClipError("read", f"is a directory: {source}") from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        message = str(exc).strip().replace("\n", " ")
+        message = (getattr(exc, "error_string", None) or str(exc)).strip().replace("\n", " ")
+        codec, rate = _wav_format(source) or (None, None)
+        if codec is not None and codec not in _WAV_CODECS:
+            raise ClipError("unsupported", f"WAV codec 0x{codec:04X} is not supported; convert the file to PCM WAV or FLAC") from None
+        if rate is not None and not 0 < rate <= _MAX_SAMPLE_RATE_HZ:
+            raise ClipError("decode", f"impossible sample rate {rate} Hz in the header") from None
         kind = "unsupported" if "unsupported" in message.lower() else "decode"
         raise ClipError(kind, f"cannot decode audio: {message}") from None
 
 
+_MAX_SAMPLE_RATE_HZ = 1_000_000
+
+#: WAV format tags libsndfile decodes: PCM, MS ADPCM, float, A-law, µ-law, IMA ADPCM, GSM 6.10, G.721, MP3, extensible.
+_WAV_CODECS = frozenset({0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0040, 0x0055, 0xFFFE})
+
+
+def _wav_format(source: AudioSource) -> tuple[int, int] | None:
+    """Format tag and sample rate in a RIFF/WAVE file's ``fmt `` chunk; None for other files."""
+    if isinstance(source, str):
+        with open(source, "rb") as handle:
+            head = handle.read(4096)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        head = bytes(source[:4096])
+    else:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    offset = 12
+    while offset + 10 <= len(head):
+        size = int.from_bytes(head[offset + 4 : offset + 8], "little")
+        if head[offset : offset + 4] == b"fmt ":
+            fmt = head[offset + 8 : offset + 16].ljust(8, b"\0")
+            return int.from_bytes(fmt[:2], "little"), int.from_bytes(fmt[4:8], "little")
+        offset += 8 + size + (size & 1)
+    return None
+
+
 def _check_header(handle: sf.SoundFile) -> AudioInfo:
     info = AudioInfo(handle.samplerate, handle.channels, max(handle.frames, 0), handle.subtype or "")
-    if info.sample_rate <= 0 or info.sample_rate > 1_000_000:
+    if not 0 < info.sample_rate <= _MAX_SAMPLE_RATE_HZ:
         raise ClipError("decode", f"impossible sample rate {info.sample_rate} Hz in the header")
     if info.channels <= 0:
         raise ClipError("decode", f"impossible channel count {info.channels} in the header")

@@ -83,7 +83,7 @@ class SummaryConfig:
     negative_labels: tuple[str, ...] = ("angry", "disgust", "fear", "sad")
     top_stretches: int = 3
     stretch_gap_s: float = 2.0
-    min_stretch_s: float = 3.0
+    min_stretch_s: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,8 @@ def fix_duration(waveform: np.ndarray, n_samples: int, align: str = "centre") ->
 def to_mono_target_rate(waveform: np.ndarray, sample_rate: int, config: AudioConfig) -> np.ndarray:
     """Down-mix and resample a decoded ``[channels, n]`` (or ``[n]``) waveform.
 
-    Raises :class:`ClipError` for non-finite samples or a clip too short to use.
+    Raises :class:`ClipError` for non-finite samples, a clip too short to use, or one whose
+    samples never move away from a constant (digital silence, a DC offset alone).
 
     Returns
     -------
@@ -117,6 +118,9 @@ def to_mono_target_rate(waveform: np.ndarray, sample_rate: int, config: AudioCon
             "too_short",
             f"{mono.size / sample_rate:.3f} s of audio, shorter than the {config.min_duration_s} s minimum",
         )
+    span = float(mono.max() - mono.min())
+    if span <= 2 * config.silence_peak:
+        raise ClipError("silent", f"the clip is silent: its samples span {span:.2e} (digital silence or a constant DC offset)")
     return resample(mono, sample_rate, config.target_sample_rate_hz, config.resample_quality)
 
 

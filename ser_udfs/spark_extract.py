@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any, Callable, Iterator, Mapping
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,9 @@ import pyarrow as pa
 from ser_udfs.corpora import ClipInfo, parse_clip_path
 from ser_udfs.errors import ClipError
 from ser_udfs.extract import ExtractOptions, clip_id_for, extract_file
+from ser_udfs.faults import fault_point
 from ser_udfs.feature_config import FeatureConfig
+from ser_udfs.local_listing import uri_for_local_path
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 INPUT_DDL = (
     "path string, content binary, manifest_corpus string, manifest_speaker string, "
     "manifest_gender string, manifest_label string, manifest_raw_label string, "
-    "manifest_meta map<string,string>, labelled_by string"
+    "manifest_meta map<string,string>, labelled_by string, listing_error string"
 )
 
 FEATURE_COLUMNS_DDL = (
@@ -61,7 +63,7 @@ def local_path(uri: str) -> str | None:
 
 def local_uri(path: str) -> str:
     """``file:`` URI of a local path, spelled as Spark lists files (``file:/a%20b/c.wav``)."""
-    return "file:" + quote(os.path.abspath(unquote(urlparse(path).path) if path.startswith("file:") else path))
+    return uri_for_local_path(unquote(urlparse(path).path) if path.startswith("file:") else path)
 
 
 def clip_info_for(row: Mapping[str, Any], cremad_gender: Mapping[str, str]) -> ClipInfo:
@@ -168,8 +170,10 @@ def make_extract_fn(
                 if len(out) >= rows_per_batch:
                     yield out.to_batch(output_schema)
                     out = _Columns()
+                    fault_point("extract")
         if len(out):
             yield out.to_batch(output_schema)
+        fault_point("extract")
 
     return extract_partition
 
@@ -190,6 +194,8 @@ def _process_row(
             corpus=info.corpus, speaker=info.speaker, gender=info.gender, label=info.label,
             raw_label=info.raw_label, meta=info.meta,
         )
+        if row.get("listing_error"):
+            raise ClipError("read", row["listing_error"])
         source = row["content"] if row["content"] is not None else local_path(path)
         if source is None:
             raise ClipError("read", f"cannot open {path} from Python and Spark did not read it")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from typing import Any, Iterable, Sequence
+from urllib.parse import unquote
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -18,6 +20,8 @@ from pyspark.sql import functions as F
 
 from ser_udfs.audio import AUDIO_EXTENSIONS
 from ser_udfs.errors import UserError
+from ser_udfs.local_listing import walk_local
+from ser_udfs.spark_extract import local_path
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +32,34 @@ SUCCESS_NAME = "_SUCCESS"
 def list_files(spark: SparkSession, inputs: Sequence[str], *, with_content: bool = False) -> DataFrame:
     """All files under ``inputs`` (directories, globs or URIs), recursively, empty ones included.
 
-    Returns a DataFrame with ``path`` (the URI, spelled as Spark's ``binaryFile`` spells it) and
-    ``content`` (the bytes when ``with_content``, else null: then Spark only lists the files).
-    Spark's file scans skip zero-length files, so the list comes from the file index instead.
+    Returns a DataFrame with ``path`` (the URI as Spark's file index spells it, ``file:/a%20b``),
+    ``content`` (the bytes when ``with_content``, else null: then Spark only lists the files) and
+    ``listing_error`` (null for files; for an entry that could not be listed, the reason).
+    Local inputs are walked by :func:`ser_udfs.local_listing.walk_local` (link loops, broken
+    links and unreadable folders become ``listing_error`` rows); other schemes use Spark's file
+    index, which, unlike Spark's file scans, keeps zero-length files.
     """
-    reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-    try:
-        listed = reader.load(list(inputs))
-    except AnalysisException as exc:
-        raise UserError(f"cannot read input {', '.join(inputs)}: {exc.getMessage().splitlines()[0]}") from None
-    paths = [(_scan_style(uri),) for uri in listed.inputFiles()]
-    frame = spark.createDataFrame(paths, "path string")
-    if with_content:
-        return frame.join(listed.select("path", "content"), "path", "left")
-    return frame.withColumn("content", F.lit(None).cast("binary"))
+    reader = spark.read.format("binaryFile")
+    local = [local_path(uri) for uri in inputs]
+    if all(path is not None and "{" not in path for path in local):
+        listing = walk_local([path for path in local if path is not None])
+        rows = [(uri, None) for uri in listing.files] + [(p.uri, p.message) for p in listing.problems]
+        escaped = [re.sub(r"([\\{}\[\]*?])", r"\\\1", unquote(uri)[len("file:"):]) for uri in listing.files]
+        scanned = reader.load(escaped) if with_content and escaped else None
+    else:
+        try:
+            scanned = reader.option("recursiveFileLookup", "true").load(list(inputs))
+        except AnalysisException as exc:
+            raise UserError(f"cannot read input {', '.join(inputs)}: {exc.getMessage().splitlines()[0]}") from None
+        rows = [(_scan_style(uri), None) for uri in scanned.inputFiles()]
+    frame = spark.createDataFrame(
+        [(uri, unquote(uri), error) for uri, error in rows], "path string, scan_path string, listing_error string"
+    )
+    if with_content and scanned is not None:
+        # File scans spell paths unescaped (file:/a b), the file index escaped (file:/a%20b).
+        content = scanned.select(F.col("path").alias("scan_path"), "content")
+        return frame.join(content, "scan_path", "left").select("path", "content", "listing_error")
+    return frame.select("path", F.lit(None).cast("binary").alias("content"), "listing_error")
 
 
 def _scan_style(uri: str) -> str:
@@ -50,9 +68,9 @@ def _scan_style(uri: str) -> str:
 
 
 def audio_files(listed: DataFrame) -> DataFrame:
-    """Keep the files whose name ends in an audio extension (any case)."""
+    """Keep the files whose name ends in an audio extension (any case), and the listing errors."""
     pattern = r"(?i)(" + "|".join(ext.replace(".", r"\.") for ext in AUDIO_EXTENSIONS) + r")$"
-    return listed.where(F.col("path").rlike(pattern))
+    return listed.where(F.col("path").rlike(pattern) | F.col("listing_error").isNotNull())
 
 
 class OutputDir:
@@ -104,6 +122,14 @@ class OutputDir:
         stream = self._fs.create(self._path(name), True)
         try:
             stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write a small binary file (a plot) inside the output (overwriting)."""
+        stream = self._fs.create(self._path(name), True)
+        try:
+            stream.write(bytearray(data))
         finally:
             stream.close()
 

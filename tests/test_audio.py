@@ -63,7 +63,7 @@ def test_streamed_blocks_equal_whole_decode(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "content, kind",
-    [(b"", "decode"), (b"RIFF\x00\x00\x00\x00WAVE", "decode"), (np.random.default_rng(0).bytes(500), "decode")],
+    [(b"", "empty"), (b"RIFF\x00\x00\x00\x00WAVE", "decode"), (np.random.default_rng(0).bytes(500), "decode")],
 )
 def test_broken_bytes_raise_clip_errors(content: bytes, kind: str) -> None:
     with pytest.raises(ClipError) as caught:

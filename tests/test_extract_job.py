@@ -96,7 +96,7 @@ def test_feature_rows_carry_labels_and_shapes(extracted: Path) -> None:
 def test_errors_table_names_each_broken_file(extracted: Path) -> None:
     errors = pd.read_parquet(extracted / "errors")
     kinds = {Path(unquote(p)).name: k for p, k in zip(errors["path"], errors["error_kind"])}
-    assert kinds == {"random.wav": "decode", "text.flac": "decode", "empty.wav": "decode", "silent.wav": "silent"}
+    assert kinds == {"random.wav": "decode", "text.flac": "decode", "empty.wav": "empty", "silent.wav": "silent"}
     assert errors["error_message"].str.len().min() > 10
 
 

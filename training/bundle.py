@@ -45,8 +45,12 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "model.safetensors"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE)
-MODEL_KINDS = ("logreg", "cnn")
-VERSIONED_LIBRARIES = ("numpy", "pandas", "scikit-learn", "torch", "safetensors", "pyarrow", "audiomentations")
+# Transformer kinds (training.hf_audio) keep a Hugging Face encoder; their model writes and reads its own weights.
+TRANSFORMER_KINDS = ("wav2vec2", "embed-logreg", "embed-mlp")
+MODEL_KINDS = ("logreg", "cnn", *TRANSFORMER_KINDS)
+VERSIONED_LIBRARIES = (
+    "numpy", "pandas", "scikit-learn", "torch", "safetensors", "pyarrow", "audiomentations", "transformers",
+)
 
 
 class Bundle:
@@ -98,6 +102,8 @@ class Bundle:
         np.ndarray
             float32 ``[n, len(labels)]``, rows summing to 1.
         """
+        if self.model_kind in TRANSFORMER_KINDS:
+            return self.model.predict_proba(batch)
         if isinstance(self.model, LogregModel):
             if "stats" not in batch:
                 raise UserError("the model needs the 'stats' feature, which the input does not have")
@@ -182,6 +188,8 @@ def save_bundle(
     if isinstance(model, LogregModel):
         save_numpy({name: np.ascontiguousarray(array) for name, array in model.tensors().items()}, path / WEIGHTS_FILE)
         config.update(model_kind="logreg", inputs=["stats"], architecture={"n_stats": model.n_stats})
+    elif hasattr(model, "save_weights"):  # transformer models: weights, model_kind, inputs, architecture
+        config.update(model.save_weights(path))
     else:
         state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
         save_torch(state, str(path / WEIGHTS_FILE))
@@ -232,7 +240,12 @@ def load_bundle(path: str | Path) -> Bundle:
             f"model bundle {path}: its feature config hashes to {feature_config.version()}, not the recorded "
             f"{config.get('feature_config_version')!r}; the bundle was edited, train it again"
         )
-    model = _load_logreg(path, len(labels)) if kind == "logreg" else _load_cnn(path, config, len(labels))
+    if kind in TRANSFORMER_KINDS:
+        from training.hf_audio import load_transformer_model
+
+        model = load_transformer_model(path, config, len(labels))
+    else:
+        model = _load_logreg(path, len(labels)) if kind == "logreg" else _load_cnn(path, config, len(labels))
     return Bundle(path, config, model)
 
 

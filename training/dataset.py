@@ -15,8 +15,8 @@ import pandas as pd
 from ser_udfs.errors import UserError
 from ser_udfs.feature_config import FeatureConfig
 
-# Feature columns a batch can hold; ``stats`` is a plain vector without a shape column.
-FEATURE_COLUMNS = ("log_mel", "mfcc", "zcr", "stats")
+# Feature columns a batch can hold; ``stats`` and ``waveform`` are plain vectors without a shape column.
+FEATURE_COLUMNS = ("log_mel", "mfcc", "zcr", "stats", "waveform")
 
 
 def feature_batch(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -25,14 +25,14 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
     matrix = np.asarray(matrix)
     row_totals = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, row_totals, out=np.zeros(matrix.shape), where=row_totals > 0)
-    size = 1.2 + 0.7 * len(labels)
-    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    size = 1.5 + 0.7 * len(labels)
+    figure, axes = plt.subplots(figsize=(max(size + 1.5, 7.5), size + 0.5))
     image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axes.set_yticks(range(len(labels)), labels)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title(title, fontsize=9)
+    axes.set_title(title, fontsize=8)
     for i in range(len(labels)):
         for j in range(len(labels)):
             axes.text(j, i, f"{matrix[i, j]}\n{shares[i, j]:.0%}", ha="center", va="center", fontsize=7,

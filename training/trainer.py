@@ -142,9 +142,9 @@ def train_from_frame(
             histories.append((split.name, history))
         logger.info("%s: %s", split.name, format_headline(fold_results[-1]["metrics"]))
 
-    metrics = _metrics_report(data, config, splits, fold_results)
+    metrics = _metrics_report(data, config, taxonomy, splits, fold_results)
     if len(splits) > 1:
-        epochs = int(np.median([h.best_epoch for _, h in histories])) if histories else None
+        epochs = int(round(float(np.median([h.best_epoch for _, h in histories])))) if histories else None
         final_model, final_history = _fit(
             data, np.arange(len(data.frame)), config, seed=config.seed + len(splits), log_prefix="final fit: ", epochs=epochs,
             distributed_runner=distributed_runner,
@@ -161,7 +161,7 @@ def train_from_frame(
     pooled = metrics["pooled"]["confusion_matrix"]
     plot_confusion_matrix(
         np.array(pooled["matrix"]), pooled["labels"], output / CONFUSION_PLOT,
-        title=f"{config.model}, {taxonomy.name}: {config.split.describe()}\n{format_headline(metrics['summary'])}",
+        title=f"{config.model}, {taxonomy.name}\n{config.split.describe()}\n{format_headline(metrics['summary'])}",
     )
     if histories:
         plot_training_curves(histories, output / CURVES_PLOT)
@@ -259,7 +259,7 @@ def _test(model: LogregModel | EmotionCnn, data: _Data, split: Split) -> dict[st
 
 
 def _metrics_report(
-    data: _Data, config: TrainConfig, splits: list[Split], fold_results: list[dict[str, Any]]
+    data: _Data, config: TrainConfig, taxonomy: Taxonomy, splits: list[Split], fold_results: list[dict[str, Any]]
 ) -> dict[str, Any]:
     rows = np.concatenate([result["rows"] for result in fold_results])
     predicted = np.concatenate([result["predicted"] for result in fold_results])
@@ -267,7 +267,7 @@ def _metrics_report(
     pooled = classification_metrics(truth, predicted, data.labels)
     report: dict[str, Any] = {
         "model": config.model,
-        "taxonomy": config.taxonomy,
+        "taxonomy": taxonomy.name,
         "labels": data.labels,
         "split": {**to_dict(config.split), "description": config.split.describe(), "seed": config.seed},
         "evaluated_on": "original clips of the test side; augmented copies are kept off the training side but not scored",

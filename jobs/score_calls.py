@@ -1,0 +1,236 @@
+"""Score recorded calls with a trained model: emotion timelines per channel and per call.
+
+Usage::
+
+    spark-submit jobs/score_calls.py --input s3a://archive/2026/11/ --model /models/cnn-core6 \\
+        --output /tables/call_emotions [--channels all|mix|customer|0|1] [--window-s 3.0 --hop-s 1.5] \\
+        [--format parquet|csv] [--plot CALL_ID_OR_PATH_END] [--config conf/score.toml] [--set key=value ...]
+
+Writes ``OUTPUT/segments`` (one row per stretch of a channel's timeline), ``OUTPUT/calls`` (one row
+per scored call), ``OUTPUT/errors`` (files that could not be scored, with the reason),
+``OUTPUT/plots/<call_id>.png`` with ``--plot``, then ``OUTPUT/_manifest.json`` (resolved config,
+model, counts, timings) and ``OUTPUT/_SUCCESS``. Calls listed = calls scored + errors.
+
+Emotion recognition of employees is restricted in some jurisdictions (the EU AI Act bans it in
+the workplace): ``--channels customer`` scores only the channel named by ``channels.customer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # started as a script by spark-submit
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import StructType
+
+from jobs._cli import base_parser, run, setup_logging
+from jobs._spark import build_spark
+from ser_udfs.calls import window_features, window_geometry
+from ser_udfs.errors import UserError
+from ser_udfs.preprocess import condition_clip
+from ser_udfs.settings import resolve_config, to_dict
+from ser_udfs.spark_extract import local_path
+from ser_udfs.spark_io import OutputDir, audio_files, list_files
+from ser_udfs.spark_score import (
+    ScoreJobConfig,
+    bundle_files,
+    make_score_fn,
+    model_id_for,
+    output_ddl,
+    probability_column,
+    table_columns,
+    table_ddls,
+)
+
+log = logging.getLogger("ser_spark.score_calls")
+
+TABLES = ("segments", "calls", "errors")
+
+
+def parse_args(argv: Sequence[str] | None):
+    parser = base_parser(__doc__.split("\n\n")[0], "score.toml")
+    parser.add_argument("--input", action="append", required=True, help="directory, glob or URI of calls (repeatable)")
+    parser.add_argument("--model", required=True, help="model bundle directory (from jobs/train.py)")
+    parser.add_argument("--output", required=True, help="output folder (local path or URI)")
+    parser.add_argument("--channels", help="all | mix | customer | 0 | 1 | 0,1 (overrides channels.select)")
+    parser.add_argument("--window-s", type=float, help="window length; must equal the model's clip length")
+    parser.add_argument("--hop-s", type=float, help="seconds between window starts (overrides window.hop_s)")
+    parser.add_argument("--format", choices=["parquet", "csv"], help="table format (overrides output.format)")
+    parser.add_argument("--plot", help="call id or end of a path: write its timeline to plots/<call_id>.png")
+    return parser.parse_args(argv)
+
+
+def _overrides(args) -> list[str]:
+    flags = {
+        "channels.select": None if args.channels is None else f'"{args.channels}"',
+        "window.window_s": args.window_s,
+        "window.hop_s": args.hop_s,
+        "output.format": None if args.format is None else f'"{args.format}"',
+        "output.plot_call": None if args.plot is None else f'"{args.plot}"',
+    }
+    return list(args.overrides) + [f"{key}={value}" for key, value in flags.items() if value is not None]
+
+
+def _check_model(bundle, config: ScoreJobConfig) -> None:
+    """Run one window of noise through preprocessing, features and the model on the driver, so
+    that a bundle the scoring cannot feed fails here with its own message, not once per call."""
+    geometry = window_geometry(bundle.feature_config, config.window)
+    noise = np.random.default_rng(0).standard_normal(geometry.window_samples).astype(np.float32) * 0.1
+    clip = condition_clip(noise, bundle.feature_config.audio)
+    features = window_features(clip[None, :], geometry.sample_rate, bundle.feature_config, bundle.inputs)
+    probabilities = bundle.predict_proba(features)
+    if probabilities.shape != (1, len(bundle.labels)):
+        raise UserError(f"model bundle {bundle.path} returned probabilities of shape {probabilities.shape}")
+
+
+def _write_table(frame: DataFrame, uri: str, file_format: str) -> None:
+    if file_format == "csv":
+        complex_columns = [f.name for f in frame.schema.fields if f.dataType.typeName() in ("array", "map", "struct")]
+        frame = frame.select(*[F.to_json(c).alias(c) if c in complex_columns else F.col(c) for c in frame.columns])
+        frame.write.mode("overwrite").option("header", "true").option("escape", '"').csv(uri)  # RFC 4180 quoting
+    else:
+        frame.write.mode("overwrite").parquet(uri)
+
+
+def _write_plot(
+    spark: SparkSession, output: OutputDir, segments: DataFrame, calls: DataFrame, wanted: str, labels: Sequence[str]
+) -> str:
+    from ser_udfs.timeline_plot import plot_call_timeline
+
+    match = calls.where((F.col("call_id") == wanted) | F.col("path").endswith(wanted)).select("call_id", "path").limit(2).collect()
+    if len(match) != 1:
+        raise UserError(
+            f"--plot {wanted!r} matches {'no' if not match else 'more than one'} scored call; "
+            "give a call id from the calls table or a longer end of its path"
+        )
+    call_id, path = match[0]
+    rows = segments.where(F.col("call_id") == call_id).toPandas()
+    png = plot_call_timeline(rows, labels, title=f"call {call_id}: {path}", probability_columns=[probability_column(label) for label in labels])
+    output.write_bytes(f"plots/{call_id}.png", png)
+    return output.child(f"plots/{call_id}.png")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    config = resolve_config(ScoreJobConfig, args.config, _overrides(args))
+    channels = config.channel_choice
+    from training.bundle import load_bundle
+
+    bundle = load_bundle(args.model)
+    _check_model(bundle, config)
+    geometry = window_geometry(bundle.feature_config, config.window)
+    model_id = model_id_for(args.model)
+    labels = bundle.labels
+    log.info(
+        "model %s (%s, labels %s); windows of %.2f s every %.2f s at %d Hz; channels %s",
+        model_id, bundle.model_kind, ", ".join(labels), geometry.window_samples / geometry.sample_rate,
+        geometry.hop_samples / geometry.sample_rate, geometry.sample_rate, channels,
+    )
+    started = time.time()
+    spark = build_spark("ser-score-calls")
+    output = OutputDir(spark, args.output)
+    staging = output.begin()
+
+    remote = any(local_path(uri) is None for uri in args.input)
+    with_content = config.read.mode == "spark" or (config.read.mode == "auto" and remote)
+    listed = audio_files(list_files(spark, args.input, with_content=with_content)).select("path", "content").cache()
+    files_listed = listed.count()
+    if files_listed == 0:
+        raise UserError(f"no audio files found in {', '.join(args.input)}")
+    partitions = max(spark.sparkContext.defaultParallelism, -(-files_listed // config.read.files_per_partition))
+    log.info("%d calls listed; %d partitions", files_listed, partitions)
+
+    output_schema = StructType.fromDDL(output_ddl(labels))
+    model_loads = spark.sparkContext.accumulator(0)
+    score = make_score_fn(
+        model_id=model_id,
+        model_files=spark.sparkContext.broadcast(bundle_files(args.model)),
+        config=config.scoring,
+        channels=channels,
+        read_mode=config.read.mode,
+        output_schema=to_arrow_schema(output_schema),
+        torch_threads=config.worker.torch_threads,
+        rows_per_batch=config.output.rows_per_batch,
+        model_loads=model_loads,
+    )
+    rows = listed.repartition(partitions).mapInArrow(score, output_schema)
+    rows.write.mode("overwrite").partitionBy("table_kind").parquet(staging)
+    scored_s = time.time() - started
+
+    staged = OutputDir(spark, staging)
+    columns, ddls = table_columns(labels), table_ddls(labels)
+    tables: dict[str, DataFrame] = {}
+    for name in TABLES:
+        if staged.exists(f"table_kind={name}"):
+            tables[name] = spark.read.parquet(staged.child(f"table_kind={name}")).select(*columns[name])
+        else:
+            tables[name] = spark.createDataFrame([], ddls[name])
+    calls, segments = tables["calls"], tables["segments"]
+    counts = {
+        "calls_listed": files_listed,
+        "calls_scored": calls.count(),
+        "calls_without_speech": calls.where(F.col("status") == "no_speech").count(),
+        "errors": tables["errors"].count(),
+        "segments": segments.count(),
+    }
+    if counts["calls_scored"] + counts["errors"] != files_listed:
+        raise RuntimeError(
+            f"counts do not reconcile: {files_listed} calls listed, {counts['calls_scored']} scored, {counts['errors']} errors"
+        )
+    totals = calls.agg(F.sum("duration_s").alias("audio_s"), F.sum("windows_scored").alias("windows")).first()
+    counts["audio_s"] = round(float(totals["audio_s"] or 0.0), 3)
+    counts["windows_scored"] = int(totals["windows"] or 0)
+    for name in TABLES:
+        table = tables[name] if name == "segments" else tables[name].coalesce(1)
+        _write_table(table, staged.child(name), config.output.format)
+        output.move_into_place(staged.child(name), name)
+    plot_uri = None
+    if config.output.plot_call:
+        plot_uri = _write_plot(spark, output, segments, calls, config.output.plot_call, labels)
+    manifest = {
+        "job": "score_calls",
+        "inputs": list(args.input),
+        "config": to_dict(config),
+        "channels": channels if isinstance(channels, str) else list(channels),
+        "model": {
+            "path": str(Path(args.model).resolve()),
+            "model_id": model_id,
+            "model_kind": bundle.model_kind,
+            "labels": list(labels),
+            "feature_config": bundle.feature_config.to_dict(),
+            "feature_config_version": bundle.feature_config.version(),
+            "window_s": geometry.window_samples / geometry.sample_rate,
+            "hop_s": geometry.hop_samples / geometry.sample_rate,
+        },
+        "counts": counts,
+        "model_loads": model_loads.value,
+        "timings_s": {"score_and_stage": round(scored_s, 3), "total": round(time.time() - started, 3)},
+        "spark": {"master": spark.sparkContext.master, "version": spark.version, "partitions": partitions},
+        "read_mode": "spark" if with_content else config.read.mode,
+        "plot": plot_uri,
+    }
+    output.commit(manifest, cleanup=[staging])
+    log.info(
+        "%d calls: %d scored (%d without speech), %d errors; %d segments; model loaded %d time(s)",
+        files_listed, counts["calls_scored"], counts["calls_without_speech"], counts["errors"], counts["segments"],
+        model_loads.value,
+    )
+    for name in TABLES:
+        log.info("%s: %s", name, output.child(name))
+    if plot_uri:
+        log.info("timeline plot: %s", plot_uri)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

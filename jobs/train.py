@@ -1,0 +1,142 @@
+"""Train an emotion model on a features table and write a model bundle.
+
+Usage::
+
+    spark-submit jobs/train.py --features /tables/ser_features --model logreg|cnn \\
+        --taxonomy core6 --split speaker --output /models/cnn-core6 \\
+        [--config conf/train_cnn.toml] [--folds 6] [--distributed 2] [--set cnn.max_epochs=30]
+    spark-submit jobs/train.py --features T --model wav2vec2 --pretrained /models/wav2vec2-base ...
+    spark-submit jobs/train.py --features T|E --model embed-logreg|embed-mlp --pretrained P [--layer 6] ...
+
+Transformer models (docs/TRANSFORMERS.md) read the ``waveform`` column (extract with
+``--set output.keep_waveform=true``); ``embed-*`` also read an embeddings table ``E`` written by
+``jobs/extract_embeddings.py`` with the same ``--pretrained``.
+
+The default split is speaker-independent (``--split random`` only when asked for, and every
+report says which). ``--folds K`` cross-validates grouped by speaker and reports mean ± std;
+``--folds 1`` holds out ``split.test_fraction`` of the speakers. The bundle (``--output``, a
+local folder) holds the weights (safetensors/JSON), ``config.json``, ``metrics.json`` and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # started as a script by spark-submit
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jobs._cli import CONF_DIR, base_parser, run, setup_logging
+from jobs._spark import build_spark
+from ser_udfs.errors import UserError
+from ser_udfs.feature_table import columns_for, read_feature_table
+from ser_udfs.settings import resolve_config
+from training.trainer import TrainConfig, train_from_frame
+
+log = logging.getLogger("ser_spark.train")
+
+MODELS = ("logreg", "cnn", "wav2vec2", "embed-logreg", "embed-mlp")
+EMBEDDING_MODELS = ("embed-logreg", "embed-mlp")
+
+
+def parse_args(argv: Sequence[str] | None):
+    parser = base_parser(__doc__.split("\n\n")[0], "train_<model>.toml")
+    parser.add_argument("--features", required=True, help="a features table (the extraction job's --output)")
+    parser.add_argument("--model", required=True, choices=MODELS)
+    parser.add_argument("--output", required=True, help="bundle folder to write (local path)")
+    parser.add_argument("--taxonomy", help="core6, ravdess8, basic4, or your own TOML file")
+    parser.add_argument("--split", choices=["speaker", "random"], help="speaker (default) or random")
+    parser.add_argument("--folds", type=int, help="cross-validation folds (1 = one holdout split)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--distributed", type=int, metavar="N",
+                        help="train the CNN with TorchDistributor on N processes (gloo, CPU)")
+    parser.add_argument("--pretrained", help="wav2vec2/embed-*: Hugging Face model folder (or hub id)")
+    parser.add_argument("--layer", type=int, help="embed-*: hidden state the head reads (-1: learned weighted sum)")
+    args = parser.parse_args(argv)
+    if args.config.endswith("train_<model>.toml"):
+        name = "embeddings.toml" if args.model in EMBEDDING_MODELS else f"train_{args.model}.toml"
+        args.config = str(CONF_DIR / name)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    overrides = [f"model={json.dumps(args.model)}", *args.overrides]
+    for key, value in (("taxonomy", args.taxonomy), ("split.method", args.split),
+                       ("split.folds", args.folds), ("seed", args.seed)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.pretrained and args.model not in ("wav2vec2", *EMBEDDING_MODELS):
+        raise UserError("--pretrained is for the wav2vec2 and embed-* models")
+    if args.layer is not None and args.model not in EMBEDDING_MODELS:
+        raise UserError("--layer is for the embed-* models")
+    if args.model in ("wav2vec2", *EMBEDDING_MODELS):
+        return _train_transformer(args, overrides)
+    config = resolve_config(TrainConfig, args.config, overrides)
+    if args.distributed and config.model != "cnn":
+        raise UserError("--distributed trains the CNN only; drop it for logreg")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise UserError(f"--output {args.output} exists and is not a folder")
+
+    spark = build_spark("ser-train")
+    columns = columns_for(config.cnn.inputs if config.model == "cnn" else ["stats"])
+    frame, manifest = read_feature_table(spark, args.features, feature_columns=columns)
+    log.info("%d labelled rows from %s", len(frame), args.features)
+    runner = None
+    if args.distributed:
+        from pyspark.ml.torch.distributor import TorchDistributor
+
+        runner = TorchDistributor(num_processes=args.distributed, local_mode=True, use_gpu=False).run
+    result = train_from_frame(
+        frame, config, feature_config=manifest["feature_config"], output_dir=args.output,
+        distributed_runner=runner,
+    )
+    return _report(result)
+
+
+def _train_transformer(args, overrides: list[str]) -> int:
+    """``--model wav2vec2`` (fine-tuning) and ``embed-*`` (frozen-encoder embeddings + head)."""
+    from ser_udfs.spark_embeddings import is_embeddings_table, read_embeddings_table
+    from training.embedding_head import EmbeddingHeadTrainConfig, train_embedding_head_from_frame
+    from training.wav2vec2_finetune import Wav2Vec2TrainConfig, train_wav2vec2_from_frame
+
+    if args.distributed:
+        raise UserError("--distributed trains the CNN only; drop it for transformer models")
+    embedding = args.model in EMBEDDING_MODELS
+    config = resolve_config(EmbeddingHeadTrainConfig if embedding else Wav2Vec2TrainConfig, args.config, overrides)
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise UserError(f"--output {args.output} exists and is not a folder")
+    spark = build_spark("ser-train")
+    if embedding and is_embeddings_table(spark, args.features):
+        frame, manifest = read_embeddings_table(spark, args.features)
+    else:
+        frame, manifest = read_feature_table(spark, args.features, feature_columns=columns_for(["waveform"]))
+    log.info("%d labelled rows from %s", len(frame), args.features)
+    common = {"feature_config": manifest["feature_config"], "output_dir": args.output, "pretrained": args.pretrained}
+    if embedding:
+        result = train_embedding_head_from_frame(frame, config, layer=args.layer, **common)
+    else:
+        result = train_wav2vec2_from_frame(frame, config, **common)
+    return _report(result)
+
+
+def _report(result: dict) -> int:
+    metrics = result["metrics"]
+    print(f"{result['model']} on {result['taxonomy']} ({result['split']}): "
+          + ", ".join(f"{name} {_format(value)}" for name, value in metrics.items()))
+    print(f"bundle: {result['bundle_dir']}")
+    return 0
+
+
+def _format(value) -> str:
+    if isinstance(value, dict) and "mean" in value:
+        return f"{value['mean']:.3f} ± {value['std']:.3f}"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

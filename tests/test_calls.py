@@ -1,0 +1,322 @@
+"""Scoring calls without Spark: channels scored apart, telephone encodings, silent and short
+calls, bad files, streaming against whole-file decoding and the training path, timelines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser_udfs.audio import decode_audio, stream_audio_blocks
+from ser_udfs.calls import (
+    CallScoringConfig,
+    ChannelScores,
+    Segment,
+    StreamConfig,
+    SummaryConfig,
+    WindowConfig,
+    WindowGeometry,
+    call_timeline,
+    channel_plan,
+    channel_segments,
+    negative_stretches,
+    parse_channels,
+    score_call,
+    smooth_probabilities,
+    window_features,
+    window_geometry,
+)
+from ser_udfs.errors import ClipError, UserError
+from ser_udfs.feature_config import AudioConfig, FeatureConfig
+from ser_udfs.features import compute_features_batch
+from ser_udfs.preprocess import condition_clip, to_mono_target_rate
+from ser_udfs.synthetic_calls import Turn, synth_call, write_call, write_demo_call
+
+LABELS = ("angry", "sad")
+#: Channel 0 angry, channel 1 sad, never at the same time.
+STEREO_TURNS = [
+    Turn(0, 1.0, 4.0, "angry"),
+    Turn(1, 5.0, 8.0, "sad"),
+    Turn(0, 9.0, 12.0, "angry"),
+    Turn(1, 13.0, 16.5, "sad"),
+]
+
+
+def make_tiny_bundle(directory: Path) -> Path:
+    """A logreg bundle that tells angry from sad telephone speech of both channels' voices.
+
+    Trained with the training code's own functions on windows cut from calls rendered like the
+    test calls (8 kHz, telephone band, windows on the hop grid, partial utterances included),
+    so scoring tests check the pipeline, not the model.
+    """
+    from training.bundle import save_bundle
+    from training.logreg import LogregConfig, fit_logreg
+    from training.taxonomy import Taxonomy
+
+    config = FeatureConfig()
+    clips, targets = [], []
+    for target, label in enumerate(LABELS):
+        for channel in (0, 1):
+            for seed in range(4):
+                call = synth_call([Turn(channel, 1.0, 4.0, label)], duration_s=6.0, channels=2, seed=50 + seed)
+                mono = to_mono_target_rate(call[channel : channel + 1], 8000, config.audio)
+                for start in (0, 24000, 48000):
+                    clips.append(condition_clip(mono[start : start + config.audio.clip_samples], config.audio))
+                    targets.append(target)
+    stats = compute_features_batch(np.stack(clips), 16000, config)["stats"]
+    model = fit_logreg(stats, np.array(targets), n_classes=len(LABELS), config=LogregConfig(), seed=0)
+    return save_bundle(
+        directory, model=model, taxonomy=Taxonomy("test", LABELS), labels=LABELS, feature_config=config,
+        training={"note": "tests"}, metrics={},
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory):
+    from training.bundle import load_bundle
+
+    return load_bundle(make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg"))
+
+
+@pytest.fixture(scope="module")
+def stereo_call(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    call = synth_call(STEREO_TURNS, duration_s=18.0, channels=2, sample_rate=8000, seed=1)
+    return write_call(tmp_path_factory.mktemp("calls") / "stereo.wav", call, 8000, encoding="ulaw")
+
+
+def _speech_turn_overlap(channel: ChannelScores, turns: list[Turn], rate: int) -> float:
+    """Share of detected speech that lies inside the channel's turns."""
+    inside = 0
+    for start, end in channel.regions.tolist():
+        for turn in turns:
+            inside += max(0, min(end, turn.end_s * rate) - max(start, turn.start_s * rate))
+    return inside / max(1, channel.speech_samples)
+
+
+def test_each_channel_is_scored_on_its_own(bundle, stereo_call: Path) -> None:
+    config = CallScoringConfig()
+    scores = score_call(stereo_call, bundle, config)
+    assert [channel.name for channel in scores.channels] == ["0", "1"]
+    for channel, expected in zip(scores.channels, ("angry", "sad")):
+        turns = [turn for turn in STEREO_TURNS if str(turn.channel) == channel.name]
+        assert len(channel.regions) == len(turns)
+        assert _speech_turn_overlap(channel, turns, 16000) > 0.95
+        assert channel.speech_samples > 0.6 * sum(t.end_s - t.start_s for t in turns) * 16000
+        predicted = [LABELS[index] for index in channel.probabilities.argmax(axis=1)]
+        assert predicted.count(expected) >= 0.8 * len(predicted)
+    segments, summary = call_timeline(scores, config)
+    for name in ("0", "1"):
+        own = [segment for segment in segments if segment.channel == name]
+        assert own[0].start_s == 0.0 and own[-1].end_s == pytest.approx(18.0)
+        assert all(a.end_s == b.start_s for a, b in zip(own, own[1:]))
+    assert summary.status == "ok"
+    assert summary.dominant_emotion in LABELS
+    assert set(summary.speech_s) == {"0", "1"}
+    assert sum(summary.emotion_share.values()) == pytest.approx(1.0)
+    assert {stretch.channel for stretch in summary.negative_stretches} <= {"0", "1"}
+
+
+def test_one_channel_and_the_mix(bundle, stereo_call: Path) -> None:
+    customer = score_call(stereo_call, bundle, CallScoringConfig(), channels=parse_channels("customer", customer_channel=1))
+    assert [channel.name for channel in customer.channels] == ["1"]
+    mixed = score_call(stereo_call, bundle, CallScoringConfig(), channels="mix")
+    assert [channel.name for channel in mixed.channels] == ["mix"]
+    assert len(mixed.channels[0].regions) == len(STEREO_TURNS)
+
+
+@pytest.mark.parametrize("encoding", ["ulaw", "alaw", "pcm16", "gsm"])
+def test_telephone_encodings_round_trip_and_score_alike(bundle, tmp_path: Path, encoding: str) -> None:
+    turns = [Turn(0, 1.0, 4.0, "angry"), Turn(0, 6.0, 9.0, "sad")]
+    call = synth_call(turns, duration_s=10.0, channels=1, sample_rate=8000, seed=2)
+    path = write_call(tmp_path / f"call.{encoding}.wav", call, 8000, encoding=encoding)
+    blocks = list(stream_audio_blocks(path, block_frames=3000))  # decode_audio() cannot read GSM 6.10
+    decoded, info = np.concatenate([block for block, _ in blocks], axis=1), blocks[0][1]
+    assert (info.sample_rate, info.channels, decoded.shape[1]) == (8000, 1, call.shape[1])
+    tolerance = {"ulaw": 0.02, "alaw": 0.02, "pcm16": 1e-4, "gsm": 0.2}[encoding]
+    assert np.abs(decoded - call).max() < tolerance
+    reference = score_call(write_call(tmp_path / "float.wav", call, 8000, encoding="float"), bundle, CallScoringConfig())
+    scores = score_call(path, bundle, CallScoringConfig())
+    np.testing.assert_allclose(scores.channels[0].regions, reference.channels[0].regions, atol=0.1 * 16000)
+    labels = scores.channels[0].probabilities.argmax(axis=1)
+    reference_labels = reference.channels[0].probabilities.argmax(axis=1)
+    if len(labels) == len(reference_labels):
+        assert np.mean(labels == reference_labels) >= 0.75
+
+
+def test_16k_and_8k_versions_of_a_call_find_the_same_speech(bundle, tmp_path: Path) -> None:
+    turns = [Turn(0, 1.0, 4.0, "angry"), Turn(0, 6.0, 9.0, "sad")]
+    narrow = synth_call(turns, duration_s=10.0, channels=1, sample_rate=8000, seed=4)
+    wide = synth_call(turns, duration_s=10.0, channels=1, sample_rate=16000, seed=4)
+    scores_8k = score_call(write_call(tmp_path / "a.wav", narrow, 8000), bundle, CallScoringConfig())
+    scores_16k = score_call(write_call(tmp_path / "b.flac", wide, 16000, encoding="flac"), bundle, CallScoringConfig())
+    np.testing.assert_allclose(scores_8k.channels[0].regions, scores_16k.channels[0].regions, atol=0.1 * 16000)
+
+
+def test_a_silent_call_has_no_speech_and_one_silent_segment_per_channel(bundle, tmp_path: Path) -> None:
+    path = write_call(tmp_path / "silent.wav", np.zeros((2, 8000 * 6), dtype=np.float32), 8000, encoding="ulaw")
+    config = CallScoringConfig()
+    scores = score_call(path, bundle, config)
+    assert scores.windows_scored == 0
+    segments, summary = call_timeline(scores, config)
+    assert [(s.channel, s.start_s, s.end_s, s.speech, s.label) for s in segments] == [
+        ("0", 0.0, 6.0, False, None),
+        ("1", 0.0, 6.0, False, None),
+    ]
+    assert summary.status == "no_speech" and summary.dominant_emotion is None
+    assert summary.speech_s == {"0": 0.0, "1": 0.0}
+
+
+def test_a_call_shorter_than_a_window_gets_one_window(bundle, tmp_path: Path) -> None:
+    call = synth_call([Turn(0, 0.2, 1.6, "angry")], duration_s=1.8, channels=1, sample_rate=8000, seed=3)
+    config = CallScoringConfig()
+    scores = score_call(write_call(tmp_path / "short.wav", call, 8000), bundle, config)
+    assert scores.channels[0].window_starts.tolist() == [0]
+    segments, summary = call_timeline(scores, config)
+    assert segments[0].start_s == 0.0 and segments[-1].end_s == pytest.approx(1.8)
+    assert any(segment.label is not None for segment in segments)
+    assert summary.duration_s == pytest.approx(1.8)
+
+
+def test_unusable_files_raise_clip_errors(bundle, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF not really a wave file")
+    with pytest.raises(ClipError) as excinfo:
+        score_call(garbage, bundle, CallScoringConfig())
+    assert excinfo.value.kind == "decode"
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros((0, 1), dtype=np.float32), 8000)
+    with pytest.raises(ClipError) as excinfo:
+        score_call(empty, bundle, CallScoringConfig())
+    assert excinfo.value.kind == "empty"
+    broken = np.zeros(8000, dtype=np.float32)
+    broken[100] = np.nan
+    with pytest.raises(ClipError) as excinfo:
+        score_call(write_call(tmp_path / "nan.wav", broken, 8000, encoding="float"), bundle, CallScoringConfig())
+    assert excinfo.value.kind == "non_finite"
+    mono = write_call(tmp_path / "mono.wav", np.zeros(8000, dtype=np.float32), 8000)
+    with pytest.raises(ClipError) as excinfo:
+        score_call(mono, bundle, CallScoringConfig(), channels=(1,))
+    assert excinfo.value.kind == "unsupported"
+
+
+def test_streaming_equals_whole_file_and_the_training_path(bundle, stereo_call: Path) -> None:
+    whole = score_call(stereo_call, bundle, CallScoringConfig(stream=StreamConfig(block_s=1000.0, batch_windows=100)))
+    streamed = score_call(stereo_call, bundle, CallScoringConfig(stream=StreamConfig(block_s=0.37, batch_windows=3)))
+    for a, b in zip(whole.channels, streamed.channels):
+        np.testing.assert_array_equal(a.regions, b.regions)
+        np.testing.assert_array_equal(a.window_starts, b.window_starts)
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+    # each window equals what the training code computes from the whole decoded file
+    decoded, info = decode_audio(stereo_call)
+    audio = bundle.feature_config.audio
+    for index, channel in enumerate(streamed.channels):
+        mono = to_mono_target_rate(decoded[index : index + 1], info.sample_rate, audio)
+        clips = np.stack([condition_clip(mono[start : start + audio.clip_samples], audio) for start in channel.window_starts])
+        expected = bundle.predict_proba(compute_features_batch(clips, 16000, bundle.feature_config))
+        np.testing.assert_allclose(channel.probabilities, expected, atol=1e-5)
+
+
+def test_window_geometry_follows_the_model_and_refuses_what_it_cannot_honour() -> None:
+    config = FeatureConfig()
+    geometry = window_geometry(config, WindowConfig(window_s=0.0, hop_s=1.5))
+    assert (geometry.sample_rate, geometry.window_samples, geometry.hop_samples) == (16000, 48000, 24000)
+    assert window_geometry(config, WindowConfig(window_s=3.0)).window_samples == 48000
+    with pytest.raises(UserError, match="does not match the model's 3.0 s"):
+        window_geometry(config, WindowConfig(window_s=2.0))
+    with pytest.raises(UserError, match="hop"):
+        window_geometry(config, WindowConfig(hop_s=4.0))
+    narrow = FeatureConfig(audio=AudioConfig(target_sample_rate_hz=8000))
+    with pytest.raises(UserError, match="Nyquist"):
+        window_geometry(narrow, WindowConfig())
+
+
+def test_channel_choices() -> None:
+    assert parse_channels("all", customer_channel=1) == "all"
+    assert parse_channels("customer", customer_channel=1) == (1,)
+    assert parse_channels("1,0", customer_channel=1) == (0, 1)
+    with pytest.raises(UserError):
+        parse_channels("left", customer_channel=1)
+    assert channel_plan("all", 2) == [("0", (0,)), ("1", (1,))]
+    assert channel_plan("mix", 2) == [("mix", (0, 1))]
+    assert channel_plan((1,), 2) == [("1", (1,))]
+
+
+def test_cnn_features_are_the_log_mel_of_the_shared_code() -> None:
+    config = FeatureConfig()
+    clips = np.random.default_rng(0).standard_normal((2, config.audio.clip_samples)).astype(np.float32) * 0.1
+    full = compute_features_batch(clips, 16000, config)
+    only = window_features(clips, 16000, config, ("log_mel",))
+    assert set(only) == {"log_mel"}
+    np.testing.assert_array_equal(only["log_mel"], full["log_mel"])
+    assert set(window_features(clips, 16000, config, ("stats",))) == set(full)
+
+
+def test_smoothing_averages_neighbouring_windows_only() -> None:
+    starts = np.array([0, 10, 20, 50]) * 100
+    probabilities = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.8]], dtype=np.float32)
+    smoothed = smooth_probabilities(starts, probabilities, 1000, 3)
+    expected = np.array([[0.5, 0.5], [2 / 3, 1 / 3], [0.5, 0.5], [0.2, 0.8]])
+    np.testing.assert_allclose(smoothed, expected, atol=1e-6)
+    np.testing.assert_array_equal(smooth_probabilities(starts, probabilities, 1000, 1), probabilities)
+
+
+def test_segments_tile_the_channel_and_follow_the_windows() -> None:
+    geometry = WindowGeometry(sample_rate=10, window_samples=30, hop_samples=15, min_speech_samples=5)
+    channel = ChannelScores(
+        name="1",
+        n_samples=100,
+        regions=np.array([[10, 55], [80, 90]]),
+        window_starts=np.array([0, 15, 30]),
+        probabilities=np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8]], dtype=np.float32),
+    )
+    segments = channel_segments(channel, LABELS, geometry, smoothing=1)
+    summary = [(s.start_s, s.end_s, s.speech, s.label) for s in segments]
+    # pieces: [1,1.5) windows 0 → angry; [1.5,3) windows 0,1 → angry; [3,4.5) windows 1,2 → 0.5/0.5
+    # → angry (first on a tie); [4.5,5.5) window 2 → sad; [8,9) no window → speech without label
+    assert summary == [
+        (0.0, 1.0, False, None),
+        (1.0, 4.5, True, "angry"),
+        (4.5, 5.5, True, "sad"),
+        (5.5, 8.0, False, None),
+        (8.0, 9.0, True, None),
+        (9.0, 10.0, False, None),
+    ]
+    angry = segments[1]
+    expected = (0.5 * np.array([0.9, 0.1]) + 1.5 * np.array([0.85, 0.15]) + 1.5 * np.array([0.5, 0.5])) / 3.5
+    np.testing.assert_allclose(angry.probabilities, expected, atol=1e-6)
+    assert angry.confidence == pytest.approx(expected[0])
+
+
+def test_negative_stretches_join_short_pauses_and_rank_by_confidence() -> None:
+    def segment(start: float, end: float, label: str | None, confidence: float = 0.0, channel: str = "1") -> Segment:
+        return Segment(channel, start, end, label is not None, label, confidence if label else None, None)
+
+    segments = [
+        segment(0, 2, "angry", 0.6),
+        segment(2, 3, None),  # pause: joined
+        segment(3, 5, "angry", 0.9),
+        segment(5, 9, None),  # long pause: a new stretch
+        segment(9, 10.5, "angry", 0.99),  # too short alone
+        segment(10.5, 14, "neutral", 0.9),
+        segment(14, 17, "sad", 0.7),
+        segment(0, 3, "sad", 0.95, channel="0"),
+    ]
+    stretches = negative_stretches(segments, SummaryConfig(negative_labels=("angry", "sad"), min_stretch_s=2.0, stretch_gap_s=2.0))
+    assert [(s.channel, s.start_s, s.end_s, s.label) for s in stretches] == [
+        ("0", 0, 3, "sad"),
+        ("1", 0, 5, "angry"),
+        ("1", 14, 17, "sad"),
+    ]
+    assert stretches[1].confidence == pytest.approx(0.75)
+
+
+def test_demo_call_writer(tmp_path: Path) -> None:
+    turns = write_demo_call(tmp_path / "demo.wav", duration_s=20.0)
+    info = sf.info(str(tmp_path / "demo.wav"))
+    assert (info.channels, info.samplerate, info.subtype) == (2, 8000, "ULAW")
+    written = json.loads((tmp_path / "demo.wav.turns.json").read_text())
+    assert [Turn(**item) for item in written] == turns
+    assert {turn.channel for turn in turns} == {0, 1}

@@ -1,0 +1,165 @@
+"""The scoring job end to end in local-mode Spark, and its worker-side pieces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import StructType
+
+from jobs._cli import run
+from jobs.score_calls import main
+from ser_udfs import spark_score
+from ser_udfs.calls import CallScoringConfig
+from ser_udfs.extract import clip_id_for
+from ser_udfs.spark_extract import local_uri
+from ser_udfs.spark_score import bundle_files, make_score_fn, model_id_for, output_ddl, worker_predictor
+from ser_udfs.synthetic_calls import Turn, synth_call, write_call
+from tests.test_calls import LABELS, STEREO_TURNS, make_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg")
+
+
+@pytest.fixture(scope="module")
+def calls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stereo µ-law call, a mono 16-bit call in a subfolder, a silent call, a short call, a bad file."""
+    root = tmp_path_factory.mktemp("calls")
+    write_call(root / "stereo.wav", synth_call(STEREO_TURNS, duration_s=18.0, seed=1), 8000, encoding="ulaw")
+    mono = synth_call([Turn(0, 1.0, 4.0, "angry")], duration_s=6.0, channels=1, seed=2)
+    write_call(root / "2026" / "mono.wav", mono, 8000)
+    write_call(root / "silent.wav", np.zeros((2, 8000 * 5), dtype=np.float32), 8000, encoding="alaw")
+    short = synth_call([Turn(1, 0.2, 1.6, "sad")], duration_s=1.8, channels=2, seed=3)
+    write_call(root / "short.flac", short, 8000, encoding="flac")
+    (root / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    (root / "notes.txt").write_text("not audio, not listed\n")
+    return root
+
+
+N_CALLS = 5
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path, calls_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "scores"
+    status = run(main, [
+        "--input", str(calls_dir), "--model", str(bundle_dir), "--output", str(output),
+        "--plot", "stereo.wav", "--set", "read.files_per_partition=1",
+    ])
+    assert status == 0
+    assert (output / "_SUCCESS").exists()
+    manifest = json.loads((output / "_manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["calls_listed"] == N_CALLS
+    assert (counts["calls_scored"], counts["errors"], counts["calls_without_speech"]) == (4, 1, 1)
+    assert manifest["model"]["model_id"] == model_id_for(bundle_dir)
+    assert manifest["config"]["channels"]["select"] == "all"
+    # one load per Python worker (local[2]: at most 2), not one per task (5 partitions)
+    assert 1 <= manifest["model_loads"] <= 2 < manifest["spark"]["partitions"]
+
+    calls = pd.read_parquet(output / "calls").set_index("path")
+    segments = pd.read_parquet(output / "segments")
+    errors = pd.read_parquet(output / "errors")
+    stereo_uri = local_uri(str(calls_dir / "stereo.wav"))
+    assert errors["path"].tolist() == [local_uri(str(calls_dir / "broken.wav"))]
+    assert errors["error_kind"].tolist() == ["decode"]
+    stereo = calls.loc[stereo_uri]
+    assert stereo["call_id"] == clip_id_for(stereo_uri)
+    assert list(stereo["scored_channels"]) == ["0", "1"]
+    assert (stereo["channels"], stereo["sample_rate"], stereo["encoding"]) == (2, 8000, "ULAW")
+    assert stereo["duration_s"] == pytest.approx(18.0)
+    assert stereo["status"] == "ok" and stereo["dominant_emotion"] in LABELS
+    assert calls.loc[local_uri(str(calls_dir / "silent.wav")), "status"] == "no_speech"
+    assert list(segments.columns) == [
+        "call_id", "path", "channel", "start_s", "end_s", "speech", "label", "confidence",
+        "prob_angry", "prob_sad", "model_id",
+    ]
+    own = segments[segments["path"] == stereo_uri]
+    for channel, expected in (("0", "angry"), ("1", "sad")):
+        timeline = own[own["channel"] == channel].sort_values("start_s")
+        assert timeline["start_s"].iloc[0] == 0.0 and timeline["end_s"].iloc[-1] == pytest.approx(18.0)
+        labelled = timeline.dropna(subset=["label"])
+        durations = (labelled["end_s"] - labelled["start_s"]).groupby(labelled["label"]).sum()
+        assert durations.idxmax() == expected
+        np.testing.assert_allclose(labelled[["prob_angry", "prob_sad"]].sum(axis=1), 1.0, atol=1e-5)
+    plot = output / "plots" / f"{clip_id_for(stereo_uri)}.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_customer_channel_only_and_csv(spark, bundle_dir: Path, calls_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "customer"
+    status = run(main, [
+        "--input", str(calls_dir), "--model", str(bundle_dir), "--output", str(output),
+        "--channels", "customer", "--format", "csv",
+    ])
+    assert status == 0
+    segments = pd.concat(pd.read_csv(part) for part in sorted((output / "segments").glob("part-*.csv")))
+    assert set(segments["channel"].astype(str)) == {"1"}
+    errors = pd.concat(pd.read_csv(part) for part in sorted((output / "errors").glob("part-*.csv")))
+    by_path = dict(zip(errors["path"], errors["error_kind"]))
+    assert by_path[local_uri(str(calls_dir / "2026" / "mono.wav"))] == "unsupported"  # no customer channel
+    calls = pd.concat(pd.read_csv(part) for part in sorted((output / "calls").glob("part-*.csv")))
+    assert len(calls) + len(errors) == N_CALLS
+    assert json.loads(calls["scored_channels"].iloc[0]) == ["1"]
+
+
+def test_a_window_the_model_cannot_take_is_refused_before_spark_starts(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+    status = run(main, [
+        "--input", str(tmp_path), "--model", str(bundle_dir), "--output", str(tmp_path / "out"), "--window-s", "2.0",
+    ])
+    assert status == 2
+    assert "does not match the model's 3.0 s training clips" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add(self, amount: int) -> None:
+        self.value += amount
+
+
+class _Broadcast:
+    def __init__(self, value) -> None:
+        self.value = value
+
+
+def test_the_model_is_loaded_once_per_worker_process(spark, bundle_dir: Path, calls_dir: Path, monkeypatch) -> None:
+    monkeypatch.setattr(spark_score, "_PREDICTORS", {})
+    loads = _Counter()
+    schema = to_arrow_schema(StructType.fromDDL(output_ddl(LABELS)))  # fromDDL needs a session
+    score = make_score_fn(
+        model_id=model_id_for(bundle_dir), model_files=_Broadcast(bundle_files(bundle_dir)), config=CallScoringConfig(),
+        channels="all", read_mode="auto", output_schema=schema, model_loads=loads,
+    )
+    paths = [local_uri(str(calls_dir / name)) for name in ("stereo.wav", "silent.wav", "broken.wav")]
+    for path in paths:  # three tasks in the same process
+        batch = pa.RecordBatch.from_pylist([{"path": path, "content": None}], schema=pa.schema([("path", pa.string()), ("content", pa.binary())]))
+        out = pa.Table.from_batches(list(score(iter([batch]))), schema=schema).to_pandas()
+        assert set(out["table_kind"]) <= {"segments", "calls", "errors"}
+    assert loads.value == 1
+    assert worker_predictor(model_id_for(bundle_dir), {}, torch_threads=0, on_load=lambda: loads.add(1)) is not None
+    assert loads.value == 1
+
+
+def test_bytes_read_by_spark_score_like_the_file(bundle_dir: Path, calls_dir: Path) -> None:
+    from training.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    path = local_uri(str(calls_dir / "stereo.wav"))
+    by_path = spark_score.call_rows(path, str(calls_dir / "stereo.wav"), bundle, CallScoringConfig(), "all", "m")
+    by_bytes = spark_score.call_rows(path, (calls_dir / "stereo.wav").read_bytes(), bundle, CallScoringConfig(), "all", "m")
+    assert by_path == by_bytes
+    opened = spark_score.open_source(path, None, "pyarrow")
+    assert opened == str(calls_dir / "stereo.wav")  # local files are opened by path in any mode
