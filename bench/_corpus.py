@@ -1,10 +1,10 @@
 """Benchmark input: real clips up-sampled to the rate users record at, replicated to a count.
 
 The shared RAVDESS copy is 16 kHz FLAC; users feed the original layout (``Actor_XX/*.wav`` at
-48 kHz). :func:`build_benchmark_corpus` resamples each distinct source file once to 48 kHz 16-bit
-WAV and then fills ``copy_KKK/<relative path>`` folders with hard links (copies where links are
-not possible) until there are ``n_clips`` files, so that every pipeline reads the same bytes and
-file names still carry their corpus labels.
+48 kHz). :func:`prepare_masters` resamples each distinct source file once to 48 kHz 16-bit WAV;
+:func:`replicate` then fills ``copy_KKK/<relative path>`` folders with hard links (copies where
+links are not possible) until there are ``n_clips`` files, so that every pipeline reads the same
+bytes and file names still carry their corpus labels.
 """
 
 from __future__ import annotations
@@ -65,39 +65,47 @@ def _link_or_copy(master: Path, target: Path) -> None:
         shutil.copyfile(master, target)
 
 
-def build_benchmark_corpus(
-    source: Path, work_dir: Path, *, n_clips: int, sample_rate: int = 48000
-) -> BenchmarkCorpus:
-    """Write ``n_clips`` audio files at ``sample_rate`` under ``work_dir/clips``.
+@dataclass(frozen=True)
+class Masters:
+    """Distinct source clips resampled once: ``(relative path, written file, seconds)`` each."""
+
+    root: Path
+    sample_rate: int
+    clips: tuple[tuple[Path, Path, float], ...]
+
+
+def prepare_masters(source: Path, work_dir: Path, *, sample_rate: int = 48000, limit: int | None = None) -> Masters:
+    """Resample up to ``limit`` distinct files under ``source`` to ``sample_rate`` 16-bit WAV.
 
     Parameters
     ----------
     source
         Folder of real (or generated) clips at any rate, e.g. ``../shared/data/ravdess-speech-16k``.
     work_dir
-        Empty scratch folder (a temporary directory).
-    n_clips
-        Number of files to produce; distinct sources are reused round-robin.
-    sample_rate
-        Rate of the written 16-bit WAV files, Hz.
+        Scratch folder (a temporary directory); the files go to ``work_dir/masters``.
     """
-    if n_clips <= 0:
-        raise ValueError("n_clips must be positive")
-    sources = source_files(source)[:n_clips]
     masters_dir = work_dir / "masters"
-    clips_dir = work_dir / "clips"
-    masters: list[tuple[Path, Path, float]] = []
-    for path in sources:
+    clips = []
+    for path in source_files(source)[:limit]:
         relative = path.relative_to(source)
         master, seconds = _resampled_master(path, relative, masters_dir, sample_rate)
-        masters.append((relative.with_suffix(".wav"), master, seconds))
+        clips.append((relative.with_suffix(".wav"), master, seconds))
+    log.info("resampled %d distinct files from %s to %d Hz", len(clips), source, sample_rate)
+    return Masters(masters_dir, sample_rate, tuple(clips))
+
+
+def replicate(masters: Masters, target_dir: Path, n_clips: int) -> BenchmarkCorpus:
+    """Fill ``target_dir/copy_KKK/<relative path>`` with ``n_clips`` links to the masters, reused
+    round-robin, so that file names keep their corpus labels."""
+    if n_clips <= 0:
+        raise ValueError("n_clips must be positive")
     paths: list[str] = []
     audio_seconds = 0.0
+    count = len(masters.clips)
     for index in range(n_clips):
-        relative, master, seconds = masters[index % len(masters)]
-        target = clips_dir / f"copy_{index // len(masters):03d}" / relative
+        relative, master, seconds = masters.clips[index % count]
+        target = target_dir / f"copy_{index // count:03d}" / relative
         _link_or_copy(master, target)
         paths.append(str(target))
         audio_seconds += seconds
-    log.info("built %d clips at %d Hz from %d distinct files in %s", n_clips, sample_rate, len(masters), clips_dir)
-    return BenchmarkCorpus(clips_dir, tuple(paths), sample_rate, audio_seconds, len(masters))
+    return BenchmarkCorpus(target_dir, tuple(paths), masters.sample_rate, audio_seconds, min(count, n_clips))

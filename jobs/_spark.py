@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Mapping
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 #: Settings every job wants unless the user's Spark config says otherwise.
@@ -34,6 +34,9 @@ def build_spark(app_name: str, conf: Mapping[str, str] | None = None) -> SparkSe
     Settings already given by the user (``spark-submit --conf``, ``spark-defaults.conf``)
     win over :data:`JOB_DEFAULTS` but not over ``conf``.
     """
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Started by spark-submit: attach to its JVM, or SparkConf() misses --master and --conf.
+        SparkContext._ensure_initialized()
     user_conf = SparkConf()
     builder = SparkSession.builder.appName(app_name)
     if not user_conf.contains("spark.master"):

@@ -22,6 +22,8 @@ from typing import Sequence
 if __package__ in (None, ""):  # started as a script by spark-submit
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -32,9 +34,14 @@ from jobs._spark import build_spark
 from ser_udfs.corpora import load_cremad_demographics, parse_manifest
 from ser_udfs.errors import UserError
 from ser_udfs.extract import ExtractJobConfig
+from ser_udfs.feature_config import FeatureConfig
+from ser_udfs.path_checks import check_manifest_paths, check_output_apart
 from ser_udfs.settings import resolve_config, to_dict
-from ser_udfs.spark_extract import ERROR_COLUMNS, ERRORS_DDL, INPUT_DDL, OUTPUT_DDL, local_path, local_uri, make_extract_fn
-from ser_udfs.spark_io import OutputDir, audio_files, list_files
+from ser_udfs.spark_extract import (
+    ERROR_COLUMNS, ERRORS_DDL, INPUT_DDL, OUTPUT_DDL, RECEIPT_DDL, local_path, local_uri, make_extract_fn,
+    make_extract_write_fn, table_schemas,
+)
+from ser_udfs.spark_io import OutputDir, audio_files, keep_received_files, list_files
 
 log = logging.getLogger("ser_spark.extract_features")
 
@@ -53,7 +60,7 @@ def parse_args(argv: Sequence[str] | None):
     return args
 
 
-def _manifest_frame(spark: SparkSession, manifest: str) -> DataFrame:
+def _manifest_frame(spark: SparkSession, manifest: str, extra_schemes: Sequence[str]) -> DataFrame:
     """The user's manifest as rows of the extraction input, labelled by the manifest."""
     try:
         text = "\n".join(row.value for row in spark.read.text(manifest).collect())
@@ -65,6 +72,7 @@ def _manifest_frame(spark: SparkSession, manifest: str) -> DataFrame:
         entries = parse_manifest(text, base=base)
     except ValueError as exc:
         raise UserError(f"manifest {manifest}: {exc}") from None
+    check_manifest_paths([entry.path for entry in entries], manifest=manifest, extra_schemes=extra_schemes)
     rows = [
         (
             local_uri(entry.path) if local_path(entry.path) is not None else entry.path,
@@ -85,11 +93,81 @@ def _cremad_genders(spark: SparkSession, listed: DataFrame) -> dict[str, str]:
     return genders
 
 
+def _extract_python_writer(
+    inputs: DataFrame,
+    feature_config: FeatureConfig,
+    config: ExtractJobConfig,
+    arrow_schema: pa.Schema,
+    cremad_gender: dict[str, str],
+    staging_dir: str,
+) -> tuple[int, int, int]:
+    """Workers write ``features``/``errors`` into the local staging folder; returns the counts
+    ``(feature_rows, clips, errors)`` from the receipts of the successful task attempts."""
+    extract = make_extract_write_fn(
+        feature_config.to_dict(), config.options, arrow_schema, staging_dir=staging_dir,
+        compression=config.output.compression, cremad_gender=cremad_gender,
+        rows_per_batch=config.output.rows_per_batch,
+    )
+    receipts = inputs.mapInArrow(extract, RECEIPT_DDL).collect()
+    keep_received_files(staging_dir, [receipt.file for receipt in receipts])
+    if not any(receipt.table_name == "errors" for receipt in receipts):
+        errors_dir = os.path.join(staging_dir, "errors")
+        os.makedirs(errors_dir, exist_ok=True)
+        empty = table_schemas(arrow_schema)["errors"].empty_table()
+        pq.write_table(empty, os.path.join(errors_dir, "part-00000.parquet"), compression=config.output.compression)
+    feature_rows = sum(r.rows for r in receipts if r.table_name == "features")
+    clips = sum(r.clips for r in receipts if r.table_name == "features")
+    errors = sum(r.rows for r in receipts if r.table_name == "errors")
+    return feature_rows, clips, errors
+
+
+def _extract_spark_writer(
+    inputs: DataFrame,
+    feature_config: FeatureConfig,
+    config: ExtractJobConfig,
+    output_schema: StructType,
+    cremad_gender: dict[str, str],
+    staging: str,
+) -> tuple[int, int, int]:
+    """Spark writes the rows to ``staging/features`` and ``staging/errors`` (any file system);
+    returns the counts ``(feature_rows, clips, errors)`` read back from the files."""
+    spark = inputs.sparkSession
+    extract = make_extract_fn(
+        feature_config.to_dict(), config.options, to_arrow_schema(output_schema),
+        cremad_gender=cremad_gender, rows_per_batch=config.output.rows_per_batch,
+    )
+    rows = inputs.mapInArrow(extract, output_schema)
+    writer = rows.write.mode("overwrite").option("compression", config.output.compression)
+    for column in ("log_mel", "mfcc", "zcr", "stats", "waveform"):
+        # Float arrays never repeat: skip parquet-mr's dictionary attempt on them.
+        writer = writer.option(f"parquet.enable.dictionary#{column}.list.element", "false")
+    rows_staging = staging.rstrip("/") + "/rows"
+    writer.partitionBy("table_kind", "corpus").parquet(rows_staging)
+    staged = OutputDir(spark, rows_staging)
+    if staged.exists("table_kind=features"):
+        OutputDir(spark, staging).move_into_place(staged.child("table_kind=features"), "features")
+    if staged.exists("table_kind=errors"):
+        errors = spark.read.parquet(staged.child("table_kind=errors")).select(*ERROR_COLUMNS)
+    else:
+        errors = spark.createDataFrame([], ERRORS_DDL)
+    errors_uri = staging.rstrip("/") + "/errors"
+    errors.coalesce(1).write.mode("overwrite").option("compression", config.output.compression).parquet(errors_uri)
+    features_uri = staging.rstrip("/") + "/features"
+    if OutputDir(spark, staging).exists("features"):
+        features = spark.read.parquet(features_uri)
+        feature_rows = features.count()
+        clips = features.where(F.col("augmentation").isNull()).count()
+    else:
+        feature_rows = clips = 0
+    return feature_rows, clips, spark.read.parquet(errors_uri).count()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     overrides = list(args.overrides) + ([f"augment.variants={args.augment}"] if args.augment is not None else [])
     config = resolve_config(ExtractJobConfig, args.config, overrides)
+    check_output_apart(args.output, [*args.input, *([args.manifest] if args.manifest else [])])
     feature_config = config.features
     started = time.time()
     spark = build_spark("ser-extract-features")
@@ -112,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         frames.append(listed_audio)
     if args.manifest:
-        manifest_rows = _manifest_frame(spark, args.manifest)
+        manifest_rows = _manifest_frame(spark, args.manifest, config.read.manifest_schemes)
         if frames:
             frames[0] = frames[0].join(manifest_rows.select("path"), "path", "left_anti")
         frames.append(manifest_rows)
@@ -125,33 +203,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("%d audio files listed; %d partitions", files_listed, partitions)
 
     output_schema = StructType.fromDDL(OUTPUT_DDL)
-    extract = make_extract_fn(
-        feature_config.to_dict(), config.options, to_arrow_schema(output_schema),
-        cremad_gender=cremad_gender, rows_per_batch=config.output.rows_per_batch,
-    )
-    rows = inputs.repartition(partitions).mapInArrow(extract, output_schema)
-    (
-        rows.write.mode("overwrite")
-        .partitionBy("table_kind", "corpus")
-        .parquet(staging)
-    )
+    arrow_schema = to_arrow_schema(output_schema)
+    # Workers can write the driver's local folder only when they run beside it (local mode).
+    local_staging = local_path(staging) if spark.sparkContext.master.startswith("local") else None
+    python_writes = config.output.writer == "python" or (config.output.writer == "auto" and local_staging is not None)
+    if python_writes and local_staging is None:
+        raise UserError(
+            f"output.writer=python needs a local output folder and a local master, not {output.uri} "
+            f"on {spark.sparkContext.master}; use output.writer=auto"
+        )
+    partitioned = inputs.repartition(partitions)
+    if python_writes:
+        counts = _extract_python_writer(partitioned, feature_config, config, arrow_schema, cremad_gender, local_staging)
+    else:
+        counts = _extract_spark_writer(partitioned, feature_config, config, output_schema, cremad_gender, staging)
     extracted_s = time.time() - started
-
     staged = OutputDir(spark, staging)
-    if staged.exists("table_kind=features"):
-        output.move_into_place(staged.child("table_kind=features"), "features")
-    else:
-        output.delete("features")
-    if staged.exists("table_kind=errors"):
-        errors = spark.read.parquet(staged.child("table_kind=errors")).select(*ERROR_COLUMNS)
-    else:
-        errors = spark.createDataFrame([], ERRORS_DDL)
-    errors.coalesce(1).write.mode("overwrite").parquet(output.child("errors"))
+    for table in ("features", "errors"):
+        if staged.exists(table):
+            output.move_into_place(staged.child(table), table)
+        else:
+            output.delete(table)
 
-    features = spark.read.parquet(output.child("features")) if output.exists("features") else None
-    feature_rows = features.count() if features is not None else 0
-    original_rows = features.where(F.col("augmentation").isNull()).count() if features is not None else 0
-    error_rows = spark.read.parquet(output.child("errors")).count()
+    feature_rows, original_rows, error_rows = counts
     if original_rows + error_rows != files_listed:
         raise RuntimeError(
             f"counts do not reconcile: {files_listed} files listed, {original_rows} feature rows, {error_rows} errors"
@@ -173,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings_s": {"extract_and_write": round(extracted_s, 3), "total": round(time.time() - started, 3)},
         "spark": {"master": spark.sparkContext.master, "version": spark.version, "partitions": partitions},
         "read_mode": "spark" if with_content else "python",
+        "writer": "python" if python_writes else "spark",
     }
     output.commit(manifest, cleanup=[staging])
     log.info(

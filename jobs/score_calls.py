@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # started as a script by spark-submit
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
@@ -43,6 +43,7 @@ from ser_udfs.spark_io import OutputDir, audio_files, list_files
 from ser_udfs.spark_score import (
     ScoreJobConfig,
     bundle_files,
+    load_scoring_model,
     make_score_fn,
     model_id_for,
     output_ddl,
@@ -101,9 +102,8 @@ def _write_table(frame: DataFrame, uri: str, file_format: str) -> None:
         frame.write.mode("overwrite").parquet(uri)
 
 
-def _write_plot(
-    spark: SparkSession, output: OutputDir, segments: DataFrame, calls: DataFrame, wanted: str, labels: Sequence[str]
-) -> str:
+def _write_plot(output: OutputDir, segments: DataFrame, calls: DataFrame, wanted: str, labels: Sequence[str]) -> str:
+    """Draw the timeline of the one scored call that ``wanted`` names into ``plots/<call_id>.png``."""
     from ser_udfs.timeline_plot import plot_call_timeline
 
     match = calls.where((F.col("call_id") == wanted) | F.col("path").endswith(wanted)).select("call_id", "path").limit(2).collect()
@@ -124,9 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     config = resolve_config(ScoreJobConfig, args.config, _overrides(args))
     channels = config.channel_choice
-    from training.bundle import load_bundle
-
-    bundle = load_bundle(args.model)
+    bundle = load_scoring_model(args.model)
     _check_model(bundle, config)
     geometry = window_geometry(bundle.feature_config, config.window)
     model_id = model_id_for(args.model)
@@ -143,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     remote = any(local_path(uri) is None for uri in args.input)
     with_content = config.read.mode == "spark" or (config.read.mode == "auto" and remote)
-    listed = audio_files(list_files(spark, args.input, with_content=with_content)).select("path", "content").cache()
+    listed = audio_files(list_files(spark, args.input, with_content=with_content)).select("path", "content", "listing_error").cache()
     files_listed = listed.count()
     if files_listed == 0:
         raise UserError(f"no audio files found in {', '.join(args.input)}")
@@ -196,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.move_into_place(staged.child(name), name)
     plot_uri = None
     if config.output.plot_call:
-        plot_uri = _write_plot(spark, output, segments, calls, config.output.plot_call, labels)
+        plot_uri = _write_plot(output, segments, calls, config.output.plot_call, labels)
     manifest = {
         "job": "score_calls",
         "inputs": list(args.input),

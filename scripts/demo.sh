@@ -8,24 +8,36 @@ SUBMIT_OPTS="--driver-java-options -Dlog4j.configurationFile=conf/log4j2.propert
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-echo "== 1/4 generating the demo corpus (synthetic speech, RAVDESS-style names)"
+echo "== 1/5 generating the demo corpus (synthetic speech, RAVDESS-style names)"
 python -m jobs.make_demo_corpus --output "$OUT/corpus" --actors 8
 
-echo "== 2/4 extracting features with Spark ($MASTER)"
+echo "== 2/5 extracting features with Spark ($MASTER), plus one telephone-channel copy of each clip"
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/extract_features.py \
-  --input "$OUT/corpus" --output "$OUT/features" --log-level WARNING
+  --input "$OUT/corpus" --output "$OUT/features" --log-level WARNING \
+  --augment 1 --set 'augment.settings.effects=["telephone"]' --set augment.settings.max_effects_per_variant=1
 python - "$OUT/features" <<'PY'
 import json, sys
 manifest = json.load(open(f"{sys.argv[1]}/_manifest.json"))
 print("features:", sys.argv[1] + "/features", "| counts:", manifest["counts"], "| seconds:", manifest["timings_s"])
 PY
 
-echo "== 3/4 training: logistic regression (6-fold, speaker-independent) and a CNN (holdout of speakers)"
+echo "== 3/5 training: logistic regression (6-fold, speaker-independent) and a CNN (holdout of speakers)"
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/train.py --features "$OUT/features" \
   --model logreg --taxonomy core6 --output "$OUT/models/logreg-core6" --log-level WARNING
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/train.py --features "$OUT/features" \
   --model cnn --taxonomy core6 --folds 1 --set cnn.max_epochs=12 --output "$OUT/models/cnn-core6" --log-level WARNING
 
-echo "== 4/4 evaluating the CNN bundle on the table (its test speakers were held out in training)"
+echo "== 4/5 evaluating the CNN bundle on the table (its test speakers were held out in training)"
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/evaluate.py --features "$OUT/features" \
   --model "$OUT/models/cnn-core6" --output "$OUT/reports/cnn-core6" --log-level WARNING
+
+echo "== 5/5 scoring a generated stereo call (agent ch. 0, customer ch. 1, 8 kHz mu-law) with the CNN"
+python -m ser_udfs.synthetic_calls "$OUT/calls/demo_call.wav" --duration-s 90
+spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/score_calls.py --input "$OUT/calls" \
+  --model "$OUT/models/cnn-core6" --output "$OUT/scores" --plot demo_call.wav --log-level WARNING
+python - "$OUT/scores" <<'PY'
+import json, sys
+m = json.load(open(f"{sys.argv[1]}/_manifest.json"))
+print("segments:", sys.argv[1] + "/segments", "| calls:", sys.argv[1] + "/calls", "| errors:", sys.argv[1] + "/errors")
+print("timeline plot:", m["plot"], "| counts:", m["counts"])
+PY

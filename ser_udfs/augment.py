@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from scipy.signal import resample_poly
 
 # Order in which effects are applied when a variant has several: the speaker's own changes
 # first, then the room (noise), then the channel.
@@ -209,6 +208,7 @@ def telephone_channel(
         float32 ``[n_samples]`` at ``sample_rate``.
     """
     from audiomentations import HighPassFilter, LowPassFilter
+    from scipy.signal import resample_poly  # heavy import (about 1 s), only where needed
 
     low_hz, high_hz = band_hz
     if sample_rate <= 2 * high_hz:

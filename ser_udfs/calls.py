@@ -26,6 +26,7 @@ by duration). Speech that no scored window covers (a lone short burst) has no la
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Protocol, Sequence
 
@@ -197,7 +198,10 @@ def window_features(
 
     The same step functions as extraction; only the arrays in ``inputs`` (and what they are
     computed from) are computed: ``stats`` needs them all, a CNN on ``log_mel`` only that.
+    Transformer bundles (``waveform``) take the preprocessed clips themselves.
     """
+    if "waveform" in inputs:
+        return {"waveform": np.ascontiguousarray(clips, dtype=np.float32)}
     if "stats" in inputs or "zcr" in inputs:
         return compute_features_batch(clips, sample_rate, config)
     log_mel = log_mel_spectrogram(np.ascontiguousarray(clips, dtype=np.float32), sample_rate, config.mel)
@@ -368,7 +372,7 @@ class _WindowBatcher:
         self.predictor = predictor
         self.geometry = geometry
         self.batch_windows = batch_windows
-        self.inputs = tuple(getattr(predictor, "inputs", ("log_mel", "mfcc", "stats")))
+        self.inputs = tuple(predictor.inputs)
         self.pending: list[tuple[_ChannelStream, int, np.ndarray]] = []
 
     def add(self, stream: _ChannelStream) -> None:
@@ -410,7 +414,7 @@ def score_call(
     Parameters
     ----------
     source
-        A path, the file's bytes, or a seekable binary file object.
+        A path (``str`` or ``os.PathLike``), the file's bytes, or a seekable binary file object.
     predictor
         The model (its ``feature_config`` decides the rate, window length and features).
     config
@@ -426,6 +430,8 @@ def score_call(
     """
     geometry = window_geometry(predictor.feature_config, config.window)
     audio_config = predictor.feature_config.audio
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
     info = read_info(source)
     if hasattr(source, "seek"):
         source.seek(0)
@@ -575,7 +581,7 @@ def negative_stretches(segments: Sequence[Segment], config: SummaryConfig) -> li
     by_channel: dict[str, list[Segment]] = {}
     for segment in segments:
         by_channel.setdefault(segment.channel, []).append(segment)
-    for channel, channel_segments_ in by_channel.items():
+    for channel, own in by_channel.items():
         current: list[Segment] = []
 
         def close() -> None:
@@ -585,7 +591,7 @@ def negative_stretches(segments: Sequence[Segment], config: SummaryConfig) -> li
             if end_s - start_s >= config.min_stretch_s:
                 stretches.append(Stretch(channel, start_s, end_s, current[0].label or "", confidence))
 
-        for segment in channel_segments_:
+        for segment in own:
             if segment.label is None:
                 continue
             joins = (

@@ -102,9 +102,10 @@ class EncoderBatch:
     Attributes
     ----------
     values
-        float32 ``[b, width]``: normalised samples, each clip's valid part first, zeros after.
+        float32 ``[b, width]``: normalised samples, padded at the end (with ``trim_padding``, each
+        clip's valid part first).
     lengths
-        int64 ``[b]``: valid samples per clip.
+        int64 ``[b]``: samples per clip before that padding.
     attention_mask
         int64 ``[b, width]`` (1 on valid samples), or ``None`` for encoders that take none.
     """
@@ -115,12 +116,24 @@ class EncoderBatch:
 
     def tensors(self, device: "torch.device") -> dict[str, "torch.Tensor"]:
         """Keyword arguments of the encoder's ``forward``, on ``device``."""
-        import torch
-
-        inputs = {"input_values": torch.from_numpy(self.values).to(device, non_blocking=True)}
+        inputs = {"input_values": to_device(self.values, device)}
         if self.attention_mask is not None:
-            inputs["attention_mask"] = torch.from_numpy(self.attention_mask).to(device, non_blocking=True)
+            inputs["attention_mask"] = to_device(self.attention_mask, device)
         return inputs
+
+
+def to_device(array: np.ndarray, device: "torch.device") -> "torch.Tensor":
+    """``array`` as a tensor on ``device``; to a GPU through pinned memory, without waiting for it.
+
+    The copy joins the GPU's queue, so the host goes on preparing the next batch while the GPU
+    works: the input code and the model overlap.
+    """
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def resolve_device(choice: str) -> "torch.device":
@@ -173,17 +186,21 @@ def conv_output_lengths(lengths: np.ndarray, conv_kernel: Sequence[int], conv_st
     return frames
 
 
-def valid_span(waveform: np.ndarray, *, min_samples: int) -> tuple[int, int]:
-    """``(start, stop)`` of the part of a zero-padded clip ``[n]`` between its first and last
-    non-zero sample, widened around its centre to at least ``min_samples`` (within the clip)."""
-    nonzero = np.flatnonzero(waveform)
-    start, stop = (int(nonzero[0]), int(nonzero[-1]) + 1) if nonzero.size else (waveform.size // 2,) * 2
-    missing = min_samples - (stop - start)
-    if missing > 0:
-        start = max(0, start - missing // 2)
-        stop = min(waveform.size, start + min_samples)
-        start = max(0, stop - min_samples)
-    return start, stop
+def valid_spans(waveforms: np.ndarray, *, min_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, stops)`` ``[b]`` of the part of each zero-padded clip of ``[b, n]`` between its
+    first and last non-zero sample, widened around its centre to at least ``min_samples``
+    (within the clip); an all-zero clip gives its middle ``min_samples``."""
+    width = waveforms.shape[1]
+    nonzero = waveforms != 0
+    has_sound = nonzero.any(axis=1)
+    starts = np.where(has_sound, nonzero.argmax(axis=1), width // 2)
+    stops = np.where(has_sound, width - nonzero[:, ::-1].argmax(axis=1), width // 2)
+    missing = min_samples - (stops - starts)
+    short = missing > 0
+    widened_starts = np.maximum(0, starts - missing // 2)
+    widened_stops = np.minimum(width, widened_starts + min_samples)
+    widened_starts = np.maximum(0, widened_stops - min_samples)
+    return np.where(short, widened_starts, starts), np.where(short, widened_stops, stops)
 
 
 def encoder_batch(
@@ -219,8 +236,8 @@ def encoder_batch(
             f"clips of {width} samples are shorter than the encoder's receptive field of {min_samples} samples"
         )
     if trim_padding:
-        spans = [valid_span(wave, min_samples=min_samples) for wave in waveforms]
-        clips = [wave[start:stop] for wave, (start, stop) in zip(waveforms, spans)]
+        starts, stops = valid_spans(waveforms, min_samples=min_samples)
+        clips = [wave[start:stop] for wave, start, stop in zip(waveforms, starts, stops)]
     else:
         clips = list(waveforms)
     use_mask = bool(getattr(extractor, "return_attention_mask", True))
@@ -333,21 +350,27 @@ def pooled_hidden_states(
     device = next(model.parameters()).device
     waveforms = np.asarray(waveforms, dtype=np.float32)
     n_out = 1 if weights is not None else len(chosen)
-    pooled = np.zeros((len(waveforms), n_out, int(config.hidden_size)), dtype=np.float32)
+    # Results land in (pinned) host memory without waiting: the GPU is waited for once, at the end.
+    pooled = torch.empty((len(waveforms), n_out, int(config.hidden_size)), dtype=torch.float32,
+                         pin_memory=device.type == "cuda")
+    layer_weights_on_device = to_device(weights, device) if weights is not None else None
     model.eval()
     for start, batch in _batches(waveforms, batch_size):
         inputs = encoder_batch(extractor, batch, sample_rate_hz=sample_rate_hz, trim_padding=trim_padding,
                                min_samples=min_samples)
-        with torch.inference_mode(), autocast(device, precision):
-            hidden_states = model(**inputs.tensors(device), output_hidden_states=True).hidden_states
-        stacked = torch.stack([hidden_states[index] for index in chosen], dim=1).float()  # [b, L, T, H]
-        mask = frame_mask(inputs.lengths, n_frames=stacked.shape[2], width=inputs.values.shape[1],
-                          conv_kernel=kernel, conv_stride=stride)
-        means = masked_mean(stacked, torch.from_numpy(mask).to(device))  # [b, L, H]
-        if weights is not None:
-            means = (means * torch.from_numpy(weights).to(device)[None, :, None]).sum(dim=1, keepdim=True)
-        pooled[start : start + len(batch)] = means.cpu().numpy()
-    return pooled
+        with torch.inference_mode():
+            with autocast(device, precision):
+                hidden_states = model(**inputs.tensors(device), output_hidden_states=True).hidden_states
+            stacked = torch.stack([hidden_states[index] for index in chosen], dim=1).float()  # [b, L, T, H]
+            mask = frame_mask(inputs.lengths, n_frames=stacked.shape[2], width=inputs.values.shape[1],
+                              conv_kernel=kernel, conv_stride=stride)
+            means = masked_mean(stacked, to_device(mask, device))  # [b, L, H]
+            if layer_weights_on_device is not None:
+                means = (means * layer_weights_on_device[None, :, None]).sum(dim=1, keepdim=True)
+            pooled[start : start + len(batch)].copy_(means, non_blocking=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return pooled.numpy()
 
 
 def masked_mean(hidden: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":

@@ -97,18 +97,38 @@ def extract_file(
 
 @dataclass(frozen=True)
 class OutputSection:
-    """``[output]`` of ``conf/features.toml``."""
+    """``[output]`` of ``conf/features.toml``.
+
+    ``writer``: ``python`` has the Python workers write the Parquet files with PyArrow (local
+    outputs only), ``spark`` hands the rows to Spark's Parquet writer (any file system),
+    ``auto`` picks ``python`` for local outputs. ``compression`` is the Parquet codec.
+    """
 
     keep_waveform: bool = False
     rows_per_batch: int = 32
+    writer: Literal["auto", "python", "spark"] = "auto"
+    compression: Literal["snappy", "zstd", "gzip", "none"] = "snappy"
+
+    def __post_init__(self) -> None:
+        if self.rows_per_batch < 1:
+            raise ValueError("output.rows_per_batch must be at least 1")
 
 
 @dataclass(frozen=True)
 class ReadSection:
-    """``[read]`` of ``conf/features.toml``: how the workers get the bytes of each file."""
+    """``[read]`` of ``conf/features.toml``: how the workers get the bytes of each file.
+
+    ``manifest_schemes`` lists URI schemes a manifest may use besides local paths and the
+    manifest's own file system (see :func:`ser_udfs.path_checks.check_manifest_paths`).
+    """
 
     mode: Literal["auto", "python", "spark"] = "auto"
     files_per_partition: int = 64
+    manifest_schemes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.files_per_partition < 1:
+            raise ValueError("read.files_per_partition must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -118,6 +138,10 @@ class AugmentSection:
     variants: int = 0
     seed: int = 0
     settings: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.variants < 0:
+            raise ValueError("augment.variants (--augment) must be 0 or more")
 
 
 @dataclass(frozen=True)

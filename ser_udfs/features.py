@@ -13,27 +13,61 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fft
-import scipy.signal
 
 from ser_udfs.feature_config import FeatureConfig, MelConfig, MfccConfig, StatsConfig, ZcrConfig
 
 _AMIN = 1e-10
 
 
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
+_SLANEY_HZ_PER_MEL = 200.0 / 3.0
+_SLANEY_LOG_START_HZ = 1000.0
+_SLANEY_LOG_START_MEL = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(frequencies_hz: np.ndarray) -> np.ndarray:
+    """Slaney mel of ``frequencies_hz`` (float64, any shape)."""
+    frequencies_hz = np.asarray(frequencies_hz, dtype=np.float64)
+    linear = frequencies_hz / _SLANEY_HZ_PER_MEL
+    above = np.maximum(frequencies_hz, _SLANEY_LOG_START_HZ)
+    logarithmic = _SLANEY_LOG_START_MEL + np.log(above / _SLANEY_LOG_START_HZ) / _SLANEY_LOG_STEP
+    return np.where(frequencies_hz >= _SLANEY_LOG_START_HZ, logarithmic, linear)
+
+
+def mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    mels = np.asarray(mels, dtype=np.float64)
+    linear = mels * _SLANEY_HZ_PER_MEL
+    logarithmic = _SLANEY_LOG_START_HZ * np.exp(_SLANEY_LOG_STEP * (mels - _SLANEY_LOG_START_MEL))
+    return np.where(mels >= _SLANEY_LOG_START_MEL, logarithmic, linear)
+
+
 @lru_cache(maxsize=16)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float, fmax_hz: float) -> np.ndarray:
-    """Slaney-normalised mel filterbank, float32 ``[n_mels, 1 + n_fft // 2]`` (librosa's)."""
-    import librosa  # heavy import, only where needed
+    """Slaney-normalised mel filterbank, float32 ``[n_mels, 1 + n_fft // 2]``.
 
-    bank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin_hz, fmax=fmax_hz)
-    bank = bank.astype(np.float32)
+    The same triangles as ``librosa.filters.mel(sr, n_fft=..., n_mels=..., fmin=..., fmax=...)``
+    (Slaney mel scale, area normalisation), computed the same way so the weights match to the
+    last bit, without importing librosa in every worker.
+    """
+    bin_hz = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(fmin_hz), hz_to_mel(fmax_hz), n_mels + 2))
+    widths_hz = np.diff(edges_hz)
+    distance_hz = np.subtract.outer(edges_hz, bin_hz)  # [n_mels + 2, bins]
+    rising = -distance_hz[:-2] / widths_hz[:-1, None]
+    falling = distance_hz[2:] / widths_hz[1:, None]
+    bank = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+    area = 2.0 / (edges_hz[2:] - edges_hz[:-2])
+    bank = (bank * area[:, None]).astype(np.float32)
     bank.setflags(write=False)
     return bank
 
 
 @lru_cache(maxsize=16)
 def _stft_window(win_length: int, n_fft: int) -> np.ndarray:
-    window = scipy.signal.get_window("hann", win_length, fftbins=True).astype(np.float32)
+    """Periodic Hann window (``scipy.signal.get_window("hann", fftbins=True)``), centred in ``n_fft``."""
+    window = (0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, win_length + 1))[:win_length]).astype(np.float32)
     left = (n_fft - win_length) // 2
     padded = np.zeros(n_fft, dtype=np.float32)
     padded[left : left + win_length] = window

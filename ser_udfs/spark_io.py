@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import uuid
 from typing import Any, Iterable, Sequence
@@ -71,6 +72,31 @@ def audio_files(listed: DataFrame) -> DataFrame:
     """Keep the files whose name ends in an audio extension (any case), and the listing errors."""
     pattern = r"(?i)(" + "|".join(ext.replace(".", r"\.") for ext in AUDIO_EXTENSIONS) + r")$"
     return listed.where(F.col("path").rlike(pattern) | F.col("listing_error").isNotNull())
+
+
+def keep_received_files(staging_dir: str, received: Iterable[str]) -> list[str]:
+    """Delete every file under the local ``staging_dir`` that is not in ``received``.
+
+    The workers of :func:`ser_udfs.spark_extract.make_extract_write_fn` write their files
+    straight into the staging folder; only the attempts that Spark counted as successful
+    report theirs. Files of failed, killed or duplicate (speculative) attempts, finished or
+    hidden half-written ones, are removed here before the folder is moved into place.
+
+    Returns
+    -------
+    The removed files, relative to ``staging_dir``.
+    """
+    keep = {os.path.normpath(name) for name in received}
+    removed = []
+    for folder, _, names in os.walk(staging_dir):
+        for name in names:
+            relative = os.path.relpath(os.path.join(folder, name), staging_dir)
+            if relative not in keep:
+                os.remove(os.path.join(folder, name))
+                removed.append(relative)
+    if removed:
+        log.info("removed %d files of failed or duplicate task attempts from %s", len(removed), staging_dir)
+    return sorted(removed)
 
 
 class OutputDir:

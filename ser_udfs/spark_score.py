@@ -14,9 +14,9 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -35,8 +35,12 @@ from ser_udfs.calls import (
 )
 from ser_udfs.errors import ClipError, UserError
 from ser_udfs.extract import clip_id_for
+from ser_udfs.faults import fault_point
 from ser_udfs.spark_extract import local_path
 from ser_udfs.vad import VadConfig
+
+if TYPE_CHECKING:
+    from training.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ class ScoreJobConfig:
 
 
 #: Columns the scoring function reads (``content`` is null when workers open files themselves).
-INPUT_DDL = "path string, content binary"
+INPUT_DDL = "path string, content binary, listing_error string"
 
 STRETCH_DDL = "struct<channel:string,start_s:double,end_s:double,label:string,confidence:double>"
 CALL_COLUMNS_DDL = (
@@ -183,6 +187,22 @@ def bundle_files(bundle_path: str | Path) -> dict[str, bytes]:
     return {name: (Path(bundle_path) / name).read_bytes() for name in REQUIRED_FILES}
 
 
+def load_scoring_model(bundle_dir: str | Path) -> "Bundle":
+    """:func:`training.bundle.load_bundle`, with a CNN's weights put in channels-last layout.
+
+    Channels-last lets PyTorch use oneDNN's fast convolutions on CPU: about 2× faster on one
+    core here, the same probabilities to 1e-6.
+    """
+    from training.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    if bundle.model_kind == "cnn":
+        import torch
+
+        bundle.model.to(memory_format=torch.channels_last)
+    return bundle
+
+
 #: Predictors loaded in this Python worker process, by model id.
 _PREDICTORS: dict[str, Predictor] = {}
 
@@ -192,8 +212,6 @@ def worker_predictor(model_id: str, files: Mapping[str, bytes], *, torch_threads
     predictor = _PREDICTORS.get(model_id)
     if predictor is not None:
         return predictor
-    from training.bundle import load_bundle
-
     if torch_threads > 0:
         import torch
 
@@ -203,7 +221,7 @@ def worker_predictor(model_id: str, files: Mapping[str, bytes], *, torch_threads
         bundle_dir.mkdir()
         for name, data in files.items():
             (bundle_dir / name).write_bytes(data)
-        predictor = load_bundle(bundle_dir)
+        predictor = load_scoring_model(bundle_dir)
     _PREDICTORS[model_id] = predictor
     on_load()
     log.info("loaded model %s in worker process %d", model_id, os.getpid())
@@ -262,7 +280,7 @@ def call_rows(
         "windows_scored": scores.windows_scored,
         "emotion_share": summary.emotion_share,
         "dominant_emotion": summary.dominant_emotion,
-        "negative_stretches": [stretch.__dict__ for stretch in summary.negative_stretches],
+        "negative_stretches": [asdict(stretch) for stretch in summary.negative_stretches],
         "status": summary.status,
         "table_kind": "calls",
     })
@@ -314,12 +332,17 @@ def make_score_fn(
                     predictor = worker_predictor(
                         model_id, model_files.value, torch_threads=torch_threads, on_load=count_load
                     )
-                rows.extend(_rows_for_file(row["path"], row["content"], predictor, config, channels, read_mode, model_id))
+                rows.extend(_rows_for_file(
+                    row["path"], row["content"], predictor, config, channels, read_mode, model_id,
+                    listing_error=row.get("listing_error"),
+                ))
                 if len(rows) >= rows_per_batch:
                     yield pa.RecordBatch.from_pylist(rows, schema=output_schema)
                     rows = []
+                    fault_point("score")
         if rows:
             yield pa.RecordBatch.from_pylist(rows, schema=output_schema)
+        fault_point("score")
 
     return score_partition
 
@@ -332,9 +355,13 @@ def _rows_for_file(
     channels: ChannelChoice,
     read_mode: str,
     model_id: str,
+    *,
+    listing_error: str | None = None,
 ) -> list[dict[str, Any]]:
     error = {"path": path, "call_id": clip_id_for(path), "model_id": model_id, "table_kind": "errors"}
     try:
+        if listing_error:
+            raise ClipError("read", listing_error)
         source = open_source(path, content, read_mode)
         try:
             return call_rows(path, source, predictor, config, channels, model_id)

@@ -107,7 +107,7 @@ def conversation_turns(
         time_s = round(time_s + length_s + float(rng.uniform(*pause_s)), 3)
 
 
-def _telephone_filter(sample_rate: int) -> np.ndarray:
+def telephone_filter(sample_rate: int) -> np.ndarray:
     """Second-order sections of a 300–3400 Hz band-pass (clipped below the Nyquist frequency)."""
     high = min(3400.0, 0.45 * sample_rate)
     return signal.butter(4, [300.0, high], btype="bandpass", fs=sample_rate, output="sos")
@@ -156,7 +156,7 @@ def synth_call(
         end = min(n_samples, start + utterance.size)
         call[turn.channel, start:end] += utterance[: end - start]
     if telephone_band:
-        call = signal.sosfilt(_telephone_filter(sample_rate), call, axis=1)
+        call = signal.sosfilt(telephone_filter(sample_rate), call, axis=1)
     return np.clip(call, -1.0, 1.0).astype(np.float32)
 
 
@@ -206,7 +206,7 @@ def write_long_call(
                                 sample_rate=sample_rate, duration_s=4.0, female=female)
                 for k in range(max(1, pool_size // len(by_channel[channel])))
             ]
-    sos = _telephone_filter(sample_rate)
+    sos = telephone_filter(sample_rate)
     filter_state = np.zeros((sos.shape[0], channels, 2))
     rng = np.random.default_rng([seed, 11])
     n_samples = int(round(duration_s * sample_rate))

@@ -252,6 +252,9 @@ def test_cnn_features_are_the_log_mel_of_the_shared_code() -> None:
     assert set(only) == {"log_mel"}
     np.testing.assert_array_equal(only["log_mel"], full["log_mel"])
     assert set(window_features(clips, 16000, config, ("stats",))) == set(full)
+    assert set(window_features(clips, 16000, config, ("log_mel", "mfcc"))) == {"log_mel", "mfcc"}
+    waveform = window_features(clips, 16000, config, ("waveform",))
+    assert set(waveform) == {"waveform"} and np.array_equal(waveform["waveform"], clips)
 
 
 def test_smoothing_averages_neighbouring_windows_only() -> None:

@@ -132,3 +132,7 @@ def test_local_listing_follows_globs_and_refuses_missing_inputs(torture_root: Pa
 def test_report_tables_are_current() -> None:
     text = torture.DOC_PATH.read_text(encoding="utf-8")
     assert torture.render_doc(text) == text, "docs/RELIABILITY.md is out of date: run python -m tests.torture --write-doc"
+    for case in torture.FAULT_CASES:
+        module, _, function = case.test.partition("::")
+        source = (torture.DOC_PATH.parents[1] / module).read_text(encoding="utf-8")
+        assert not function or f"def {function}(" in source, f"{case.test} does not exist"

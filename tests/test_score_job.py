@@ -163,3 +163,23 @@ def test_bytes_read_by_spark_score_like_the_file(bundle_dir: Path, calls_dir: Pa
     assert by_path == by_bytes
     opened = spark_score.open_source(path, None, "pyarrow")
     assert opened == str(calls_dir / "stereo.wav")  # local files are opened by path in any mode
+
+
+def test_a_cnn_bundle_scores_in_channels_last_layout_with_the_same_numbers(tmp_path: Path) -> None:
+    from training.bundle import load_bundle, save_bundle
+    from training.cnn import CnnConfig, build_model
+    from training.taxonomy import Taxonomy
+
+    from ser_udfs.feature_config import FeatureConfig
+    from ser_udfs.spark_score import load_scoring_model
+
+    features = np.random.default_rng(0).normal(-40, 10, size=(3, 128, 94)).astype(np.float32)
+    model = build_model(CnnConfig(channels=(4, 8)), input_rows=(128,), n_classes=2, train_features=features, seed=0)
+    path = save_bundle(
+        tmp_path / "tiny-cnn", model=model, taxonomy=Taxonomy("test", LABELS), labels=LABELS,
+        feature_config=FeatureConfig(), training={}, metrics={},
+    )
+    batch = {"log_mel": features}
+    np.testing.assert_allclose(
+        load_scoring_model(path).predict_proba(batch), load_bundle(path).predict_proba(batch), atol=1e-6
+    )

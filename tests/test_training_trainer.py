@@ -193,3 +193,11 @@ def test_rows_without_speaker_refuse_a_speaker_split(frame: pd.DataFrame, tmp_pa
     with pytest.raises(UserError, match="no speaker"):
         train_from_frame(frame.assign(speaker=None), basic4("logreg"), feature_config=FEATURE_CONFIG.to_dict(),
                          output_dir=tmp_path)
+
+
+@pytest.mark.parametrize("model", ["logreg", "cnn"])
+def test_conf_files_match_the_defaults(model: str) -> None:
+    from ser_udfs.settings import resolve_config
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / f"train_{model}.toml"
+    assert resolve_config(TrainConfig, conf) == TrainConfig(model=model)

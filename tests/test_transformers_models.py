@@ -17,7 +17,7 @@ from ser_udfs.embeddings import (
     frame_mask,
     pooled_hidden_states,
     receptive_field,
-    valid_span,
+    valid_spans,
 )
 from ser_udfs.errors import UserError
 from ser_udfs.feature_config import AudioConfig, FeatureConfig
@@ -180,11 +180,16 @@ def test_other_encoder_families_load_and_embed(model_type: str, tmp_path: Path, 
 
 
 def test_valid_span_and_frame_mask() -> None:
-    clip = np.zeros(100, dtype=np.float32)
-    clip[40:50] = 1.0
-    assert valid_span(clip, min_samples=4) == (40, 50)
-    assert valid_span(clip, min_samples=20) == (35, 55)
-    assert valid_span(np.zeros(100, np.float32), min_samples=30) == (35, 65)
+    clips = np.zeros((4, 100), dtype=np.float32)
+    clips[0, 40:50] = 1.0
+    clips[1, 40:50] = 1.0
+    clips[3, [0, 99]] = -0.5
+    starts, stops = valid_spans(clips, min_samples=4)
+    assert starts.tolist() == [40, 40, 48, 0] and stops.tolist() == [50, 50, 52, 100]
+    starts, stops = valid_spans(clips[1:3], min_samples=20)
+    assert starts.tolist() == [35, 40] and stops.tolist() == [55, 60]  # widened around the sound / the middle
+    starts, stops = valid_spans(clips[:1], min_samples=100)
+    assert (starts[0], stops[0]) == (0, 100)
     assert receptive_field((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)) == 400  # wav2vec2's 25 ms
     mask = frame_mask(np.array([8000, 4000]), n_frames=200, width=8000, conv_kernel=(10, 4), conv_stride=(10, 4))
     assert mask.sum(axis=1).tolist() == [200, 100]
@@ -201,7 +206,7 @@ def test_pooling_uses_the_valid_frames_and_does_not_depend_on_the_batch(with_mas
                                      sample_rate_hz=SAMPLE_RATE)
         np.testing.assert_allclose(alone, pooled[index : index + 1], atol=2e-5)
     # Independently: the model on the clip's valid part alone, mean over all its frames.
-    start, stop = valid_span(waveforms[0], min_samples=40)
+    (start,), (stop,) = valid_spans(waveforms[:1], min_samples=40)
     single = encoder.extractor(waveforms[0][start:stop], sampling_rate=SAMPLE_RATE, return_tensors="pt")
     with torch.no_grad():
         hidden = encoder.model(single["input_values"], output_hidden_states=True).hidden_states

@@ -26,8 +26,10 @@ from typing import Callable
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
 
+from ser_udfs.spark_extract import ERROR_COLUMNS, FEATURE_COLUMNS_DDL
 from ser_udfs.synthetic import synth_utterance
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md"
@@ -250,7 +252,7 @@ def deny_listing(folder: Path) -> Callable[..., object]:
     refused = os.path.abspath(folder)
 
     def scandir(path: object = ".") -> object:
-        if os.path.abspath(os.fsdecode(path)) == refused:  # type: ignore[arg-type]
+        if not isinstance(path, int) and os.path.abspath(os.fsdecode(path)) == refused:  # type: ignore[arg-type]
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return original(path)  # type: ignore[arg-type]
 
@@ -262,9 +264,29 @@ def relative_name(uri: str, root: Path) -> str:
     return os.path.relpath(unquote(urlparse(uri).path), os.path.abspath(root)).replace(os.sep, "/")
 
 
+def extraction_tables(output: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An extraction output's ``features`` and ``errors`` (their contract columns) in a fixed order,
+    to compare runs: the same input and config must give equal frames."""
+    feature_columns = [column.split()[0] for column in FEATURE_COLUMNS_DDL.split(", ")]
+    features = pd.read_parquet(output / "features", columns=feature_columns)
+    features["corpus"] = features["corpus"].astype(str)
+    errors = pd.read_parquet(output / "errors", columns=list(ERROR_COLUMNS))
+    return (
+        features.sort_values("clip_id").reset_index(drop=True),
+        errors.sort_values("path").reset_index(drop=True),
+    )
+
+
 def expected_outcomes(cases: tuple[TortureCase, ...] = EXTRACT_CASES) -> dict[str, str]:
-    """Corpus-relative name → expected outcome, for every entry that must be listed."""
+    """Corpus-relative name → expected outcome of extraction, for every entry that must be listed."""
     return {case.path: case.expect for case in cases if case.expect != "ignored"}
+
+
+def scoring_outcome(case: TortureCase) -> str:
+    """What the scoring job must make of an entry: ``"call"`` (a calls row), ``"no_speech"`` (a
+    calls row of that status: silence is flagged, not scored) or the ``error_kind`` of its errors
+    row; ``"ignored"`` for entries that are not listed."""
+    return {"features": "call", "silent": "no_speech"}.get(case.expect, case.expect)
 
 
 @dataclass(frozen=True)
@@ -282,8 +304,15 @@ FAULT_CASES: tuple[FaultCase, ...] = (
         "a task fails mid-way",
         "`SER_SPARK_FAIL_ONCE_PER_PARTITION` makes the first attempt of every task raise after its "
         "first output batch; `local[2,4]` allows retries",
-        "every partition failed once and was retried; the table equals a clean run's: no row lost, none duplicated",
+        "every partition failed once and was retried; the tables equal a clean run's (both writers: PyArrow "
+        "in the workers and Spark's): no row lost, none duplicated",
         "tests/test_faults.py::test_task_failing_once_per_partition_is_retried_without_duplicates",
+    ),
+    FaultCase(
+        "a scoring task fails mid-way",
+        "the same variable in the scoring job, one call per partition",
+        "segments, calls and errors equal a clean run's",
+        "tests/test_reliability_score.py::test_scoring_task_failing_once_per_partition_is_retried_without_duplicates",
     ),
     FaultCase(
         "the job is killed while it writes",
@@ -314,15 +343,23 @@ FAULT_CASES: tuple[FaultCase, ...] = (
     ),
     FaultCase(
         "hostile manifest and arguments",
-        "manifest paths with other schemes (`http:`, `hdfs:`), an `--output` inside an `--input`",
-        "refused before any work with one sentence saying what to change",
+        "manifest paths on other schemes (`http:`, `hdfs:`), an `--output` that holds an `--input`, "
+        "negative or zero counts, unknown keys",
+        "refused with one sentence saying what to change (exit status 2); nothing is written to the input",
         "tests/test_faults.py::test_manifest_schemes_and_outputs_are_checked",
+    ),
+    FaultCase(
+        "a job writes outside its output",
+        "snapshots of the input tree and of the output's parent folder before and after a run",
+        "nothing changes outside `--output`",
+        "tests/test_faults.py::test_job_writes_only_inside_its_output",
     ),
     FaultCase(
         "a real standalone cluster",
         "`scripts/cluster.sh start` (1 master, 2 workers on 127.0.0.1), `spark-submit --master "
         "spark://... --py-files dist/ser_spark.zip`",
-        "the cluster's tables equal local mode's; the cluster is stopped afterwards",
+        "extraction and scoring tables equal local mode's; the executors received the archive; the cluster "
+        "is stopped afterwards",
         "tests/test_cluster.py",
     ),
 )
@@ -334,12 +371,18 @@ def _cell(text: str) -> str:
 
 def render_extract_table(cases: tuple[TortureCase, ...] = EXTRACT_CASES) -> str:
     """The Markdown table of the torture cases."""
-    lines = ["| input | path in the corpus | outcome | `error_kind` | message contains |", "|---|---|---|---|---|"]
+    lines = [
+        "| input | path in the corpus | extraction | scoring | `error_kind` | message contains |",
+        "|---|---|---|---|---|---|",
+    ]
     for case in cases:
-        outcome = {"features": "feature row", "ignored": "not listed"}.get(case.expect, "errors row")
+        extraction = {"features": "feature row", "ignored": "not listed"}.get(case.expect, "errors row")
+        scoring = {"call": "calls row", "no_speech": "calls row, status `no_speech`", "ignored": "not listed"}.get(
+            scoring_outcome(case), "errors row"
+        )
         kind = "" if case.expect in ("features", "ignored") else f"`{case.expect}`"
         lines.append(
-            f"| {_cell(case.what)} | `{_cell(case.path)}` | {outcome} | {kind} | {_cell(case.message)} |"
+            f"| {_cell(case.what)} | `{_cell(case.path)}` | {extraction} | {scoring} | {kind} | {_cell(case.message)} |"
         )
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ feature code computes them, so scoring can feed fresh features without Spark.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import platform
@@ -198,6 +199,7 @@ def save_bundle(
     config["library_versions"] = library_versions()
     config["created_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     _write_json(path / METRICS_FILE, metrics)
+    config["weights_sha256"] = _weight_digests(path)
     _write_json(path / CONFIG_FILE, config)
     logger.info("wrote model bundle %s", path)
     return path
@@ -211,7 +213,8 @@ def load_bundle(path: str | Path) -> Bundle:
     UserError
         For a missing directory or file, unreadable JSON, an unknown bundle format or model
         kind, a feature config that does not match its recorded version, or weights whose
-        names or shapes do not fit the recorded architecture.
+        names or shapes do not fit the recorded architecture, or weights changed since training
+        (``weights_sha256`` in ``config.json``).
     """
     path = Path(path)
     if not path.is_dir():
@@ -246,6 +249,11 @@ def load_bundle(path: str | Path) -> Bundle:
         model = load_transformer_model(path, config, len(labels))
     else:
         model = _load_logreg(path, len(labels)) if kind == "logreg" else _load_cnn(path, config, len(labels))
+    if config.get("weights_sha256") != _weight_digests(path):
+        raise UserError(
+            f"model bundle {path}: its *.safetensors files do not match the checksums in {CONFIG_FILE} "
+            "(changed, added or removed after training); train it again"
+        )
     return Bundle(path, config, model)
 
 
@@ -300,6 +308,15 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _weight_digests(path: Path) -> dict[str, str]:
+    """SHA-256 of every ``*.safetensors`` file in the bundle, by bundle-relative name."""
+    digests = {}
+    for weights in sorted(path.rglob("*.safetensors")):
+        with weights.open("rb") as handle:
+            digests[weights.relative_to(path).as_posix()] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return digests
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:

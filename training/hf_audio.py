@@ -40,6 +40,7 @@ import numpy as np
 from ser_udfs.corpora import normalise_label
 from ser_udfs.embeddings import check_sample_rate
 from ser_udfs.errors import UserError
+from ser_udfs.settings import to_dict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -192,7 +193,6 @@ def load_classifier(
         The model (on the CPU, train mode off), its extractor, and how the checkpoint's labels
         were used: ``{"checkpoint_labels", "initialised_from", "new", "dropped"}``.
     """
-    import torch
     from transformers import AutoConfig, AutoModelForAudioClassification
 
     source = PretrainedSource.resolve(spec)
@@ -226,9 +226,7 @@ def load_classifier(
     if reuse_head:
         logger.info("classification head of %s reused: %s; new classes %s; dropped %s",
                     source.name_or_path, used, report["new"], report["dropped"])
-    with torch.no_grad():
-        model.eval()
-    return model, extractor, report
+    return model.eval(), extractor, report
 
 
 def _has_classification_head(config: Any) -> bool:
@@ -493,7 +491,6 @@ def cross_validate_and_save(
     from training.plots import plot_confusion_matrix, plot_training_curves
     from training.splits import make_splits
     from training.trainer import CONFUSION_PLOT, CURVES_PLOT, _data_summary, _metrics_report
-    from ser_udfs.settings import to_dict
 
     splits = make_splits(data.frame, config.split, seed=config.seed)
     output = Path(output_dir)

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from ser_udfs.embeddings import autocast, encoder_batch, receptive_field, resolve_device, resolve_precision
+from ser_udfs.embeddings import autocast, encoder_batch, receptive_field, resolve_device, resolve_precision, to_device
 from ser_udfs.errors import UserError
 from ser_udfs.settings import to_dict
 from training.cnn import TrainingHistory, _class_weights
@@ -52,7 +54,6 @@ from training.splits import SplitConfig
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
 
     from training.taxonomy import Taxonomy
 
@@ -197,8 +198,6 @@ def classifier_probabilities(
     model: Any, extractor: Any, waveforms: np.ndarray, *, trim_padding: bool, batch_size: int, precision: str = "auto"
 ) -> np.ndarray:
     """Softmax outputs float32 ``[n, n_classes]`` of a classification model for clips ``[n, samples]``."""
-    import torch
-
     device = next(model.parameters()).device
     resolved = resolve_precision(precision, device)
     min_samples = _min_samples(model.config)
@@ -274,9 +273,6 @@ def fine_tune(
         always spans ``config.max_epochs`` (as for the CNN), so a refit repeats the conditions
         under which the epoch count was chosen.
     """
-    import torch
-    import torch.nn.functional as F
-
     device = next(model.parameters()).device
     precision = resolve_precision(config.precision, device)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
@@ -289,7 +285,7 @@ def fine_tune(
     steps_per_epoch = math.ceil(micro_batches / config.gradient_accumulation_steps)
     scheduler = _warmup_linear_decay(optimizer, config.max_epochs * steps_per_epoch, config.warmup_fraction)
     class_weights = _class_weights(labels, len(model.config.id2label)).to(device) if config.class_balanced else None
-    targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    targets = np.asarray(labels, dtype=np.int64)
     min_samples = _min_samples(model.config)
     n_epochs = config.max_epochs if validation is not None else (epochs or config.max_epochs)
     torch.manual_seed(seed)
@@ -304,7 +300,7 @@ def fine_tune(
         epoch_started = time.perf_counter()
         model.train()
         order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).numpy()
-        total_loss = 0.0
+        total_loss = torch.zeros((), device=device)  # summed on the device: no wait for the GPU per step
         optimizer.zero_grad(set_to_none=True)
         for micro in range(micro_batches):
             index = order[micro * config.batch_size : (micro + 1) * config.batch_size]
@@ -316,15 +312,15 @@ def fine_tune(
                                    trim_padding=config.trim_padding, min_samples=min_samples)
             with autocast(device, precision):
                 logits = model(**inputs.tensors(device)).logits
-            loss = F.cross_entropy(logits.float(), targets[index].to(device), weight=class_weights)
+            loss = F.cross_entropy(logits.float(), to_device(targets[index], device), weight=class_weights)
             scaled = loss * (len(index) / group_rows)
             (scaler.scale(scaled) if scaler else scaled).backward()
-            total_loss += float(loss.detach()) * len(index)
+            total_loss += loss.detach() * len(index)
             if (micro + 1) % config.gradient_accumulation_steps == 0 or micro == micro_batches - 1:
                 _optimiser_step(model, optimizer, scaler, config.max_grad_norm)
                 scheduler.step()
+        history.train_loss.append(float(total_loss) / max(1, n_rows))
         seconds = time.perf_counter() - epoch_started
-        history.train_loss.append(total_loss / max(1, n_rows))
         history.learning_rate.append(float(scheduler.get_last_lr()[0]))  # the encoder's
         message = f"{log_prefix}epoch {epoch}/{n_epochs} train loss {history.train_loss[-1]:.3f}"
         if validation is not None:
@@ -394,8 +390,6 @@ def train_wav2vec2_from_frame(
         ``{"bundle_dir", "model", "taxonomy", "labels", "split", "metrics"}`` as
         :func:`training.trainer.train_from_frame` returns.
     """
-    import torch
-
     from training.dataset import label_indices, table_feature_config
     from training.taxonomy import load_taxonomy
     from training.trainer import _Data
@@ -468,8 +462,6 @@ def _parameter_groups(model: Any, config: FinetuneConfig) -> list[dict[str, Any]
 
 
 def _warmup_linear_decay(optimizer: Any, total_steps: int, warmup_fraction: float) -> Any:
-    import torch
-
     warmup = max(1, int(round(total_steps * warmup_fraction)))
 
     def factor(step: int) -> float:
@@ -481,8 +473,6 @@ def _warmup_linear_decay(optimizer: Any, total_steps: int, warmup_fraction: floa
 
 
 def _optimiser_step(model: Any, optimizer: Any, scaler: Any, max_grad_norm: float) -> None:
-    import torch
-
     if scaler is not None:
         scaler.unscale_(optimizer)
     if max_grad_norm > 0:

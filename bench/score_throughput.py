@@ -1,0 +1,255 @@
+"""Scoring speed and memory on generated long stereo telephone calls, logreg and CNN side by side.
+
+Usage::
+
+    python bench/score_throughput.py [--lengths-min 10 60 120] [--models logreg cnn]
+        [--logreg-bundle DIR] [--cnn-bundle DIR] [--hop-s 1.5] [--spark] [--work-dir /tmp/ser-score-bench]
+
+For each call length, a stereo 8 kHz µ-law call of alternating agent/customer turns (about 40 %
+speech per channel) is written once to the work folder (:func:`ser_udfs.synthetic_calls.write_long_call`).
+Each measurement runs in a fresh Python process pinned to one thread, as a Spark Python worker
+runs: it loads the bundle and scores the call with :func:`ser_udfs.calls.score_call` plus the
+timeline and summary, then reports wall time, its own CPU time and its peak RSS. A
+``decode + VAD`` row streams the same call through decoding, resampling and speech detection
+alone. Real-time factors are audio seconds per CPU second of that single-threaded process, so
+they are per core; "call" counts the call's duration once, "channel" counts each scored channel.
+
+Without ``--logreg-bundle`` / ``--cnn-bundle`` the script builds bundles with the training code
+(default CNN architecture and feature config; weights untrained, which does not change the work
+done). ``--spark`` also scores the longest call with ``jobs/score_calls.py`` in ``local[1]`` and
+reports the Spark Python worker's peak RSS.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("bench.score_throughput")
+
+CORE6 = ("angry", "disgust", "fear", "happy", "neutral", "sad")
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """This process' peak RSS (``VmHWM``; ``ru_maxrss`` would carry the parent's peak over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def build_bundles(work: Path) -> dict[str, Path]:
+    """A logreg and a CNN bundle over the default feature config, made with the training code."""
+    from ser_udfs.feature_config import FeatureConfig
+    from ser_udfs.features import compute_features_batch
+    from ser_udfs.preprocess import preprocess
+    from ser_udfs.synthetic import synth_utterance
+    from training.bundle import save_bundle
+    from training.cnn import CnnConfig, build_model
+    from training.logreg import LogregConfig, fit_logreg
+    from training.taxonomy import Taxonomy
+
+    config = FeatureConfig()
+    clips, targets = [], []
+    for target, label in enumerate(CORE6):
+        for seed in range(4):
+            wave = synth_utterance(label, speaker_seed=seed, utterance_seed=seed, sample_rate=16000, duration_s=2.5)
+            clips.append(preprocess(wave[None], 16000, config.audio))
+            targets.append(target)
+    features = compute_features_batch(np.stack(clips), 16000, config)
+    taxonomy = Taxonomy("core6", CORE6, {"calm": "neutral"})
+    paths = {}
+    logreg = fit_logreg(features["stats"], np.array(targets), n_classes=len(CORE6), config=LogregConfig(), seed=0)
+    paths["logreg"] = save_bundle(work / "bundle-logreg", model=logreg, taxonomy=taxonomy, labels=CORE6,
+                                  feature_config=config, training={"note": "benchmark"}, metrics={})
+    cnn = build_model(CnnConfig(), input_rows=(config.mel.n_mels,), n_classes=len(CORE6),
+                      train_features=features["log_mel"], seed=0)
+    paths["cnn"] = save_bundle(work / "bundle-cnn", model=cnn, taxonomy=taxonomy, labels=CORE6,
+                               feature_config=config, training={"note": "benchmark, untrained weights"}, metrics={})
+    return paths
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process; prints one JSON line."""
+    import torch
+
+    torch.set_num_threads(1)
+    from ser_udfs.calls import CallScoringConfig, WindowConfig, call_timeline, score_call
+    from ser_udfs.spark_score import load_scoring_model
+
+    config = CallScoringConfig(window=WindowConfig(hop_s=args.hop_s))
+    rss_before = _rss_mb()
+    if args.stage == "vad":
+        result = _decode_and_detect(Path(args.call), config)
+        rss_loaded = rss_before
+    else:
+        model = load_scoring_model(args.bundle)
+        rss_loaded = _rss_mb()
+        started_cpu, started_wall = time.process_time(), time.perf_counter()
+        scores = score_call(args.call, model, config)
+        segments, summary = call_timeline(scores, config)
+        result = {
+            "cpu_s": time.process_time() - started_cpu,
+            "wall_s": time.perf_counter() - started_wall,
+            "duration_s": scores.info.duration_s,
+            "channels": len(scores.channels),
+            "speech_s": sum(summary.speech_s.values()),
+            "windows": scores.windows_scored,
+            "segments": len(segments),
+        }
+    result.update(
+        rss_imports_mb=rss_before,
+        rss_loaded_mb=rss_loaded,
+        peak_rss_mb=_peak_rss_mb(),
+    )
+    print(json.dumps(result))
+
+
+def _decode_and_detect(path: Path, config) -> dict[str, float]:
+    """Stream decode → resample to 16 kHz → speech detection, as scoring does, without windows."""
+    import soxr
+
+    from ser_udfs.audio import read_info, stream_audio_blocks
+    from ser_udfs.vad import SpeechDetector
+
+    started_cpu, started_wall = time.process_time(), time.perf_counter()
+    info = read_info(path)
+    detectors = [SpeechDetector(config.vad, 16000) for _ in range(info.channels)]
+    resampler = soxr.ResampleStream(info.sample_rate, 16000, info.channels, dtype="float32", quality="HQ")
+    frames = 0
+    for block, _ in stream_audio_blocks(path, block_frames=int(config.stream.block_s * info.sample_rate)):
+        frames += block.shape[1]
+        for detector, channel in zip(detectors, resampler.resample_chunk(np.ascontiguousarray(block.T)).T):
+            detector.push(np.ascontiguousarray(channel))
+    for detector, channel in zip(detectors, resampler.resample_chunk(np.zeros((0, info.channels), np.float32), last=True).T):
+        detector.push(np.ascontiguousarray(channel))
+        detector.finish()
+    return {
+        "cpu_s": time.process_time() - started_cpu,
+        "wall_s": time.perf_counter() - started_wall,
+        "duration_s": frames / info.sample_rate,
+        "channels": info.channels,
+        "speech_s": sum(d.speech_samples() for d in detectors) / 16000,
+        "windows": 0,
+        "segments": 0,
+    }
+
+
+def _run_child(script: Path, **options: str) -> dict[str, float]:
+    command = [sys.executable, str(script), "--child"]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    completed = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def _spark_worker_rss(call: Path, bundle: Path, work: Path) -> dict[str, float]:
+    """Score ``call`` with the job in local[1]; peak RSS of the Python worker and the JVM."""
+    os.environ["SER_SPARK_MASTER"] = "local[1]"
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from bench._procstat import measure
+    from jobs._cli import run
+    from jobs.score_calls import main
+
+    inputs = work / "spark-input"
+    inputs.mkdir(exist_ok=True)
+    link = inputs / call.name
+    if not link.exists():
+        link.symlink_to(call)
+    arguments = ["--input", str(inputs), "--model", str(bundle), "--output", str(work / "spark-output"), "--log-level", "WARNING"]
+    status, wall_s, usage = measure(lambda: run(main, arguments), interval_s=0.5)
+    if status != 0:
+        raise RuntimeError(f"the scoring job failed with status {status}")
+    return {
+        "wall_s": wall_s,
+        "python_worker_peak_rss_mb": usage.peak_rss_bytes.get("python_worker", 0) / 2**20,
+        "jvm_peak_rss_mb": usage.peak_rss_bytes.get("jvm", 0) / 2**20,
+        "python_worker_cpu_s": usage.cpu_s_by_kind.get("python_worker", 0.0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths-min", type=float, nargs="+", default=[10.0, 60.0, 120.0])
+    parser.add_argument("--models", nargs="+", default=["logreg", "cnn"], choices=["logreg", "cnn"])
+    parser.add_argument("--logreg-bundle")
+    parser.add_argument("--cnn-bundle")
+    parser.add_argument("--hop-s", type=float, default=1.5)
+    parser.add_argument("--spark", action="store_true", help="also run the job on the longest call (local[1])")
+    parser.add_argument("--work-dir", default="/tmp/ser-score-bench")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stage", default="score", help=argparse.SUPPRESS)
+    parser.add_argument("--bundle", help=argparse.SUPPRESS)
+    parser.add_argument("--call", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ser_udfs.synthetic_calls import write_long_call
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    bundles = {"logreg": args.logreg_bundle, "cnn": args.cnn_bundle}
+    if not all(bundles[name] for name in args.models):
+        built = build_bundles(work)
+        bundles = {name: bundles[name] or built[name] for name in bundles}
+    script = Path(__file__).resolve()
+    rows = []
+    for minutes in args.lengths_min:
+        call = work / f"call-{minutes:g}min-stereo-8k-ulaw.wav"
+        if not call.exists():
+            log.info("writing %s", call)
+            write_long_call(call, minutes * 60.0, channels=2, sample_rate=8000, encoding="ulaw", seed=1)
+        for name in ["decode + VAD", *args.models]:
+            log.info("%s on the %g min call", name, minutes)
+            if name == "decode + VAD":
+                result = _run_child(script, stage="vad", call=call, hop_s=args.hop_s)
+            else:
+                result = _run_child(script, bundle=bundles[name], call=call, hop_s=args.hop_s)
+            rows.append({"what": name, "minutes": minutes, **result})
+    print()
+    print(f"Scoring throughput, one thread per process, hop {args.hop_s} s, stereo 8 kHz µ-law calls")
+    print("| what | call | speech (both ch.) | windows | wall s | CPU s | RTF call/CPU-s | RTF channel/CPU-s | peak RSS MB | RSS after model load MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        call_rtf = row["duration_s"] / row["cpu_s"]
+        print(
+            f"| {row['what']} | {row['minutes']:g} min | {row['speech_s'] / 60:.1f} min | {row['windows']} "
+            f"| {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {call_rtf:.0f}× | {call_rtf * row['channels']:.0f}× "
+            f"| {row['peak_rss_mb']:.0f} | {row['rss_loaded_mb']:.0f} |"
+        )
+    if args.spark:
+        longest = max(args.lengths_min)
+        call = work / f"call-{longest:g}min-stereo-8k-ulaw.wav"
+        for name in args.models:
+            log.info("the scoring job with %s on the %g min call, local[1]", name, longest)
+            spark = _spark_worker_rss(call, Path(bundles[name]), work)
+            print(
+                f"\nSpark job, local[1], {name}, {longest:g} min stereo call: wall {spark['wall_s']:.1f} s, "
+                f"Python worker CPU {spark['python_worker_cpu_s']:.1f} s, "
+                f"Python worker peak RSS {spark['python_worker_peak_rss_mb']:.0f} MB, JVM peak RSS {spark['jvm_peak_rss_mb']:.0f} MB"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
