@@ -7,7 +7,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test package clean
+.PHONY: setup demo test package clean cluster-start cluster-stop
 
 setup: $(VENV)/.installed
 
@@ -32,3 +32,10 @@ package: setup
 
 clean:
 	rm -rf $(VENV) dist demo-output .pytest_cache
+
+# A standalone Spark cluster on 127.0.0.1 (one master, two workers) from .venv's PySpark.
+cluster-start: setup
+	scripts/cluster.sh start
+
+cluster-stop:
+	scripts/cluster.sh stop

@@ -1,10 +1,14 @@
 """CPU time and peak memory of a process tree, sampled from ``/proc`` (Linux).
 
 Wall-clock throughput on a shared machine moves with whatever else runs; the CPU seconds that
-a pipeline's own processes burn per clip do not, so the benchmark prints both. A
-:class:`TreeSampler` follows the benchmark process and all its descendants (the Pool workers;
-Spark's JVM, its Python daemon and workers), keeping each process' latest CPU time and the peak
-resident memory per kind of process.
+a pipeline's own processes burn per clip move much less, so the benchmark prints both. A
+:class:`TreeSampler` follows the benchmark process and all its descendants (the Pool's fork
+server and workers; Spark's JVM, its Python daemons and workers).
+
+CPU accounting: a process alive at the end counts its own CPU time since the start; a process
+that exited counts through its parent, whose "children" CPU time grows by the exited child's
+whole CPU time when the parent reaps it (the fork server reaps the Pool's workers, PySpark's
+daemon its workers). Nothing is lost between samples and nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -14,49 +18,41 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 _PROC = Path("/proc")
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
-
-def available() -> bool:
-    """Whether ``/proc`` can be read (Linux)."""
-    return (_PROC / str(os.getpid()) / "stat").exists()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ProcessSample:
-    """One process at one moment."""
+    """One process at one moment: own CPU, CPU of its reaped children, resident memory."""
 
     pid: int
     parent: int
     kind: str
-    cpu_s: float
+    own_cpu_s: float
+    children_cpu_s: float
     rss_bytes: int
 
 
-def _read_sample(pid: int) -> ProcessSample | None:
+def _stat_fields(pid: int) -> list[str] | None:
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
-        statm = (_PROC / str(pid) / "statm").read_text().split()
-        cmdline = (_PROC / str(pid) / "cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+    except OSError:
         return None
     # The command name (field 2) may hold spaces; everything after its closing ")" is split.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    parent = int(fields[1])
-    user_ticks, system_ticks = int(fields[11]), int(fields[12])
-    return ProcessSample(
-        pid=pid,
-        parent=parent,
-        kind=_kind(cmdline),
-        cpu_s=(user_ticks + system_ticks) / _TICKS_PER_S,
-        rss_bytes=int(statm[1]) * _PAGE_BYTES,
-    )
+    return stat[stat.rindex(")") + 2 :].split()
 
 
-def _kind(cmdline: bytes) -> str:
+def _kind(pid: int) -> str:
+    try:
+        cmdline = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return "other"
     words = cmdline.split(b"\0")
     program = os.path.basename(words[0].decode(errors="replace")) if words and words[0] else ""
     if program == "java":
@@ -68,23 +64,40 @@ def _kind(cmdline: bytes) -> str:
     return "other"
 
 
-def tree_samples(root: int) -> list[ProcessSample]:
-    """``root`` and all its live descendants."""
-    samples = {}
+def tree_samples(root: int, kinds: dict[int, str] | None = None) -> list[ProcessSample]:
+    """``root`` and all its live descendants; ``kinds`` caches each pid's kind between calls."""
+    kinds = {} if kinds is None else kinds
+    fields = {}
     for entry in _PROC.iterdir():
         if entry.name.isdigit():
-            sample = _read_sample(int(entry.name))
-            if sample is not None:
-                samples[sample.pid] = sample
-    members = {root}
-    changed = True
-    while changed:
-        changed = False
-        for sample in samples.values():
-            if sample.parent in members and sample.pid not in members:
-                members.add(sample.pid)
-                changed = True
-    return [samples[pid] for pid in members if pid in samples]
+            found = _stat_fields(int(entry.name))
+            if found is not None:
+                fields[int(entry.name)] = found
+    children: dict[int, list[int]] = {}
+    for pid, values in fields.items():
+        children.setdefault(int(values[1]), []).append(pid)
+    members, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        if pid in fields:
+            members.append(pid)
+            pending.extend(children.get(pid, []))
+    samples = []
+    for pid in members:
+        values = fields[pid]
+        if pid not in kinds:
+            kinds[pid] = _kind(pid)
+        samples.append(
+            ProcessSample(
+                pid=pid,
+                parent=int(values[1]),
+                kind=kinds[pid],
+                own_cpu_s=(int(values[11]) + int(values[12])) / _TICKS_PER_S,
+                children_cpu_s=(int(values[13]) + int(values[14])) / _TICKS_PER_S,
+                rss_bytes=int(values[21]) * _PAGE_BYTES,
+            )
+        )
+    return samples
 
 
 @dataclass
@@ -100,35 +113,34 @@ class TreeUsage:
 class TreeSampler:
     """Samples a process tree in a background thread.
 
-    CPU time counts from the moment of :meth:`start`; a process that exits between two samples
-    loses at most one interval of CPU. ``peak_rss_bytes["python_worker"]`` is the largest single
-    worker, ``"jvm"`` the JVM, ``"total"`` the largest sum over the whole tree.
+    ``cpu_s_by_kind`` attributes CPU to ``python`` (the benchmark process, a Pool's fork server
+    and workers), ``jvm`` and ``python_worker`` (PySpark's daemons and workers); an exited
+    process' CPU goes to its parent's kind. ``peak_rss_bytes`` holds, per kind, the largest
+    single process, and under ``"total"`` the largest sum over the tree.
     """
 
-    def __init__(self, root: int | None = None, *, interval_s: float = 0.2) -> None:
+    def __init__(self, root: int | None = None, *, interval_s: float = 0.25) -> None:
         self.root = os.getpid() if root is None else root
         self.interval_s = interval_s
-        self._baseline: dict[int, float] = {}
-        self._latest: dict[int, float] = {}
         self._kinds: dict[int, str] = {}
+        self._first: dict[int, ProcessSample] = {}
+        self._last: dict[int, ProcessSample] = {}
+        self._started_with: set[int] = set()
         self._usage = TreeUsage()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _sample(self) -> None:
-        samples = tree_samples(self.root)
+    def _sample(self) -> list[ProcessSample]:
+        samples = tree_samples(self.root, self._kinds)
         peaks = self._usage.peak_rss_bytes
-        workers = 0
-        first = not self._latest
         for sample in samples:
-            # Processes alive at start count from their CPU time then; later ones from zero.
-            self._baseline.setdefault(sample.pid, sample.cpu_s if first else 0.0)
-            self._latest[sample.pid] = sample.cpu_s
-            self._kinds[sample.pid] = sample.kind
+            self._first.setdefault(sample.pid, sample)
+            self._last[sample.pid] = sample
             peaks[sample.kind] = max(peaks.get(sample.kind, 0), sample.rss_bytes)
-            workers += sample.kind == "python_worker"
         peaks["total"] = max(peaks.get("total", 0), sum(s.rss_bytes for s in samples))
+        workers = sum(s.kind == "python_worker" for s in samples)
         self._usage.peak_worker_count = max(self._usage.peak_worker_count, workers)
+        return samples
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -136,7 +148,7 @@ class TreeSampler:
 
     def start(self) -> "TreeSampler":
         """Take the baseline sample and start sampling."""
-        self._sample()
+        self._started_with = {sample.pid for sample in self._sample()}
         self._thread = threading.Thread(target=self._loop, name="tree-sampler", daemon=True)
         self._thread.start()
         return self
@@ -146,17 +158,20 @@ class TreeSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._sample()
+        alive = {sample.pid for sample in self._sample()}
         by_kind: dict[str, float] = {}
-        for pid, cpu_s in self._latest.items():
-            kind = self._kinds[pid]
-            by_kind[kind] = by_kind.get(kind, 0.0) + cpu_s - self._baseline.get(pid, 0.0)
+        for pid, last in self._last.items():
+            first = self._first[pid]
+            base_own = first.own_cpu_s if pid in self._started_with else 0.0
+            base_children = first.children_cpu_s if pid in self._started_with else 0.0
+            cpu_s = last.children_cpu_s - base_children + (last.own_cpu_s - base_own if pid in alive else 0.0)
+            by_kind[last.kind] = by_kind.get(last.kind, 0.0) + cpu_s
         self._usage.cpu_s_by_kind = by_kind
         self._usage.cpu_s = sum(by_kind.values())
         return self._usage
 
 
-def measure(fn, *, interval_s: float = 0.2):
+def measure(fn: Callable[[], T], *, interval_s: float = 0.25) -> tuple[T, float, TreeUsage]:
     """Run ``fn()`` under a :class:`TreeSampler`; returns ``(result, wall_s, usage)``."""
     sampler = TreeSampler(interval_s=interval_s).start()
     started = time.perf_counter()

@@ -158,9 +158,11 @@ def pool_run(corpus: BenchmarkCorpus, cores: int, config: FeatureConfig, repeat:
             return sum(pool.imap_unordered(_pool_extract, corpus.paths, chunksize=8))
 
     rows, wall_s, usage = _procstat.measure(work)
+    # Spark's idle JVM and workers may be alive beside the pool: count Python processes only.
     return Run(
-        f"Pool({cores}) extract_file", cores, len(corpus.paths), corpus.audio_seconds, wall_s, usage.cpu_s,
-        repeat, usage.peak_rss_bytes, {"feature_rows": rows},
+        f"Pool({cores}) extract_file", cores, len(corpus.paths), corpus.audio_seconds, wall_s,
+        usage.cpu_s_by_kind.get("python", 0.0), repeat, {"python": usage.peak_rss_bytes.get("python", 0)},
+        {"feature_rows": rows},
     )
 
 
@@ -212,6 +214,7 @@ def spark_run(
             "partitions": manifest["spark"]["partitions"],
             "writer": manifest.get("writer", "spark"),
             "peak_workers": usage.peak_worker_count,
+            "cpu_s_by_kind": usage.cpu_s_by_kind,
         },
     )
 
@@ -282,14 +285,19 @@ def throughput_table(runs: Sequence[Run]) -> str:
         pool = pools.get((run.cores, run.repeat))
         ratio = f"{run.clips_per_s / pool.clips_per_s:.2f}" if pool is not None else "-"
         cpu_ratio = f"{pool.cpu_s / run.cpu_s:.2f}" if pool is not None else "-"
+        by_kind = run.details.get("cpu_s_by_kind", {})
+        split = " / ".join(
+            f"{1e3 * by_kind.get(kind, 0.0) / run.clips:.2f}" for kind in ("python_worker", "jvm", "python")
+        ) if "jvm" in by_kind else "-"
         rows.append([
             run.pipeline, run.repeat + 1, run.clips, f"{run.wall_s:.1f}", f"{run.clips_per_s:.0f}",
-            f"{run.audio_s_per_s_per_core:.0f}", f"{run.cpu_ms_per_clip:.2f}", ratio, cpu_ratio,
-            _mib(run.peak_rss.get("jvm")), _mib(run.peak_rss.get("python_worker")),
+            f"{run.audio_s_per_s_per_core:.0f}", f"{run.cpu_ms_per_clip:.2f}", split, ratio, cpu_ratio,
+            _mib(run.peak_rss.get("jvm")), _mib(run.peak_rss.get("python_worker", run.peak_rss.get("python"))),
         ])
     return _table(
         ["pipeline", "run", "clips", "wall s", "clips/s", "audio-s/s per core", "CPU ms/clip",
-         "clips/s vs Pool", "CPU vs Pool", "JVM peak MiB", "largest worker MiB"],
+         "of which workers / JVM / driver", "clips/s vs Pool", "CPU vs Pool", "JVM peak MiB",
+         "largest Python process MiB"],
         rows,
     )
 
@@ -336,6 +344,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run the job with these --set overrides, e.g. jvm-writer:output.writer=spark",
     )
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE", help="Spark setting")
+    parser.add_argument(
+        "--warmup-clips", type=int, default=100,
+        help="clips of an untimed extraction job run after each Spark start (0: time the cold first job)",
+    )
     parser.add_argument("--memory-clips", default="", help="comma-separated input sizes for Spark's memory check")
     parser.add_argument("--skip", default="", help="comma-separated steps to skip: per-core, equivalence, pool, spark")
     parser.add_argument("--work-dir", type=Path, help="scratch folder (default: a temporary one, removed at the end)")
@@ -344,6 +356,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.clips = min(args.clips, QUICK_CLIPS)
         args.per_core_clips = min(args.per_core_clips, 100)
         args.equivalence_clips = min(args.equivalence_clips, 5)
+        args.warmup_clips = min(args.warmup_clips, 20)
     return args
 
 
@@ -407,10 +420,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs: list[Run] = []
         jvm_start: dict[int, float] = {}
         spark = None
+        warmup = replicate(masters, scratch / "warmup", args.warmup_clips) if args.warmup_clips else None
+        warmup_s: dict[int, float] = {}
         for cores in core_counts:
             if "spark" not in skip:
                 spark, jvm_start[cores] = start_spark(cores, spark_conf)
                 log.info("Spark local[%d] started in %.1f s", cores, jvm_start[cores])
+                if warmup is not None:
+                    warmup_s[cores] = spark_run(warmup, scratch / "spark-out", cores, 0).wall_s
+                    log.info("warm-up job (%d clips): %.1f s", args.warmup_clips, warmup_s[cores])
             for repeat in range(args.repeats):
                 if "pool" not in skip:
                     runs.append(pool_run(corpus, cores, config, repeat))
@@ -424,6 +442,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(throughput_table(runs) + "\n", file=out)
             for cores, seconds in jvm_start.items():
                 print(f"- Spark session start (JVM, local[{cores}]), not in the job's time: {seconds:.1f} s", file=out)
+            for cores, seconds in warmup_s.items():
+                print(
+                    f"- warm-up job before the timed ones (local[{cores}], {args.warmup_clips} clips: JIT, Python "
+                    f"workers' start and imports): {seconds:.1f} s",
+                    file=out,
+                )
             for line in summary_lines(runs):
                 print(f"- {line}", file=out)
             print(file=out)

@@ -25,6 +25,10 @@ JOB_DEFAULTS: Mapping[str, str] = {
     "spark.executorEnv.OMP_NUM_THREADS": "1",
     "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
     "spark.executorEnv.MKL_NUM_THREADS": "1",
+    # The driver JVM of these jobs only plans and schedules (Python does the work): the quick
+    # C1 compiler alone halves the JVM's CPU time in a job and its start-up (docs/PERFORMANCE.md).
+    # Applies when the session starts the JVM (python -m jobs...), not under spark-submit.
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
 }
 
 

@@ -179,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = []
     cremad_gender: dict[str, str] = {}
     if args.input:
-        listed = list_files(spark, args.input, with_content=with_content).cache()
+        # No cache: the listing is a table of paths held by the driver (a local relation), cheaper to
+        # rescan than to cache, and caching the bytes of every file (read.mode=spark) would fill memory.
+        listed = list_files(spark, args.input, with_content=with_content)
         cremad_gender = _cremad_genders(spark, listed)
         listed_audio = audio_files(listed).select(
             "path", "content", *[F.lit(None).cast(t).alias(c) for c, t in (
@@ -195,11 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             frames[0] = frames[0].join(manifest_rows.select("path"), "path", "left_anti")
         frames.append(manifest_rows)
     inputs = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-    inputs = inputs.cache()
     files_listed = inputs.count()
     if files_listed == 0:
         raise UserError(f"no audio files found in {', '.join(args.input or [args.manifest])}")
-    partitions = max(spark.sparkContext.defaultParallelism, -(-files_listed // config.read.files_per_partition))
+    # Whole waves of equal tasks, none above files_per_partition: no core idles through a short last wave.
+    cores = spark.sparkContext.defaultParallelism
+    partitions = cores * -(-files_listed // (cores * config.read.files_per_partition))
     log.info("%d audio files listed; %d partitions", files_listed, partitions)
 
     output_schema = StructType.fromDDL(OUTPUT_DDL)

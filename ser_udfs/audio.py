@@ -43,6 +43,8 @@ def _open(source: AudioSource) -> sf.SoundFile:
             raise ClipError("read", f"is a directory: {source}")
         if not os.path.exists(source):
             raise ClipError("read", f"file not found: {source}")
+        if not os.path.isfile(source):
+            raise ClipError("read", f"not a regular file (a FIFO, socket or device): {source}")
         if not os.access(source, os.R_OK):
             raise ClipError("read", f"permission denied: {source}")
         empty = os.path.getsize(source) == 0

@@ -61,17 +61,25 @@ def test_training_is_deterministic_for_a_seed(config: CnnConfig) -> None:
 
 def test_early_stopping_restores_the_best_epoch() -> None:
     features, labels = _data()
-    config = replace(CONFIG, max_epochs=8, patience=2, early_stopping_tolerance=0.0)
+    config = replace(CONFIG, max_epochs=8, patience=2, early_stopping_tolerance_se=0.0)
     model = build_model(config, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=0)
     validation = _data(9, seed=1)
     history = train_model(model, features, labels, config, seed=0, validation=validation)
     assert len(history.train_loss) == min(history.best_epoch + config.patience, config.max_epochs)
     kept = history.best_epoch - 1
     best_so_far = np.maximum.accumulate(history.validation_ua)
-    qualifies = np.array(history.validation_ua) >= best_so_far - config.early_stopping_tolerance
+    qualifies = np.array(history.validation_ua) >= best_so_far
     assert qualifies[kept] and not qualifies[kept + 1 :].any()
     loss, ua = evaluate_loss_and_ua(model, *validation, n_classes=CLASSES)
     assert (loss, ua) == pytest.approx((history.validation_loss[kept], history.validation_ua[kept]))
+
+
+def test_a_wide_tolerance_keeps_the_last_epoch() -> None:
+    features, labels = _data()
+    config = replace(CONFIG, max_epochs=4, patience=1, early_stopping_tolerance_se=100.0)
+    model = build_model(config, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=0)
+    history = train_model(model, features, labels, config, seed=0, validation=_data(9, seed=1))
+    assert history.best_epoch == len(history.train_loss) == 4
 
 
 def test_spec_augment_masks_bands_with_zeros() -> None:
