@@ -8,7 +8,8 @@ server and workers; Spark's JVM, its Python daemons and workers).
 CPU accounting: a process alive at the end counts its own CPU time since the start; a process
 that exited counts through its parent, whose "children" CPU time grows by the exited child's
 whole CPU time when the parent reaps it (the fork server reaps the Pool's workers, PySpark's
-daemon its workers). Nothing is lost between samples and nothing is counted twice.
+daemon its workers). Nothing is lost between samples and nothing is counted twice. The
+sampler's own CPU time (its thread in the benchmark process) is left out.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class TreeUsage:
     cpu_s_by_kind: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)
     peak_worker_count: int = 0
+    sampler_cpu_s: float = 0.0
 
 
 class TreeSampler:
@@ -119,7 +121,7 @@ class TreeSampler:
     single process, and under ``"total"`` the largest sum over the tree.
     """
 
-    def __init__(self, root: int | None = None, *, interval_s: float = 0.25) -> None:
+    def __init__(self, root: int | None = None, *, interval_s: float = 0.5) -> None:
         self.root = os.getpid() if root is None else root
         self.interval_s = interval_s
         self._kinds: dict[int, str] = {}
@@ -143,8 +145,10 @@ class TreeSampler:
         return samples
 
     def _loop(self) -> None:
+        started = time.thread_time()
         while not self._stop.wait(self.interval_s):
             self._sample()
+        self._usage.sampler_cpu_s = time.thread_time() - started
 
     def start(self) -> "TreeSampler":
         """Take the baseline sample and start sampling."""
@@ -166,12 +170,14 @@ class TreeSampler:
             base_children = first.children_cpu_s if pid in self._started_with else 0.0
             cpu_s = last.children_cpu_s - base_children + (last.own_cpu_s - base_own if pid in alive else 0.0)
             by_kind[last.kind] = by_kind.get(last.kind, 0.0) + cpu_s
+        root_kind = self._last[self.root].kind if self.root in self._last else "python"
+        by_kind[root_kind] = by_kind.get(root_kind, 0.0) - self._usage.sampler_cpu_s
         self._usage.cpu_s_by_kind = by_kind
         self._usage.cpu_s = sum(by_kind.values())
         return self._usage
 
 
-def measure(fn: Callable[[], T], *, interval_s: float = 0.25) -> tuple[T, float, TreeUsage]:
+def measure(fn: Callable[[], T], *, interval_s: float = 0.5) -> tuple[T, float, TreeUsage]:
     """Run ``fn()`` under a :class:`TreeSampler`; returns ``(result, wall_s, usage)``."""
     sampler = TreeSampler(interval_s=interval_s).start()
     started = time.perf_counter()

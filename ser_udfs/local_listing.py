@@ -15,6 +15,7 @@ import errno
 import glob
 import logging
 import os
+import re
 import stat
 import unicodedata
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # ASCII characters java.net.URI leaves as they are in a path (letters and digits aside).
 _URI_PATH_SAFE = frozenset("-_.!~*'(),;:$&+=@/")
+# A path made only of those and ASCII letters and digits is its own URI path (the common case).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.!~*'(),;:$&+=@/]*\Z")
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,11 @@ def uri_for_local_path(path: str) -> str:
     ``%XX`` and keeps other characters, non-ASCII letters included, as they are:
     ``/data/a b/é.wav`` → ``file:/data/a%20b/é.wav``.
     """
+    absolute = os.path.abspath(path)
+    if _PLAIN_PATH.match(absolute):
+        return "file:" + absolute
     out = []
-    for char in os.path.abspath(path):
+    for char in absolute:
         if char.isascii():
             keep = char.isalnum() or char in _URI_PATH_SAFE
         else:

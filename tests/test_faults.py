@@ -90,7 +90,7 @@ def test_task_failing_once_per_partition_is_retried_without_duplicates(
     assert job.wait(timeout=300) == 0, (tmp_path / "job.log").read_text()[-3000:]
     manifest = json.loads((output / "_manifest.json").read_text())
     failed = sorted(marker.name for marker in markers.iterdir())
-    assert len(failed) == manifest["spark"]["partitions"] == 5, failed
+    assert len(failed) == manifest["spark"]["partitions"] >= 5, failed  # every partition failed once
     assert manifest["counts"]["clips"] + manifest["counts"]["errors"] == manifest["counts"]["files_listed"] == 10
     _assert_same_tables(output, clean_run)
 
