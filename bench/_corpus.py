@@ -49,6 +49,10 @@ def source_files(source: Path) -> list[Path]:
 
 def _resampled_master(source: Path, relative: Path, masters: Path, sample_rate: int) -> tuple[Path, float]:
     target = (masters / relative).with_suffix(".wav")
+    if target.exists():  # a --work-dir kept from an earlier run
+        info = sf.info(target)
+        if info.samplerate == sample_rate:
+            return target, info.frames / sample_rate
     target.parent.mkdir(parents=True, exist_ok=True)
     data, rate = sf.read(source, dtype="float32", always_2d=True)
     if rate != sample_rate:
@@ -99,6 +103,7 @@ def replicate(masters: Masters, target_dir: Path, n_clips: int) -> BenchmarkCorp
     round-robin, so that file names keep their corpus labels."""
     if n_clips <= 0:
         raise ValueError("n_clips must be positive")
+    shutil.rmtree(target_dir, ignore_errors=True)  # a --work-dir kept from an earlier run
     paths: list[str] = []
     audio_seconds = 0.0
     count = len(masters.clips)

@@ -28,6 +28,11 @@ _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 T = TypeVar("T")
 
 
+def available() -> bool:
+    """Whether ``/proc`` can be read (Linux)."""
+    return (_PROC / str(os.getpid()) / "stat").exists()
+
+
 @dataclass(frozen=True)
 class ProcessSample:
     """One process at one moment: own CPU, CPU of its reaped children, resident memory."""
@@ -68,6 +73,8 @@ def _kind(pid: int) -> str:
 def tree_samples(root: int, kinds: dict[int, str] | None = None) -> list[ProcessSample]:
     """``root`` and all its live descendants; ``kinds`` caches each pid's kind between calls."""
     kinds = {} if kinds is None else kinds
+    if not available():
+        return []
     fields = {}
     for entry in _PROC.iterdir():
         if entry.name.isdigit():

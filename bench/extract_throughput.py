@@ -284,7 +284,7 @@ def throughput_table(runs: Sequence[Run]) -> str:
     for run in runs:
         pool = pools.get((run.cores, run.repeat))
         ratio = f"{run.clips_per_s / pool.clips_per_s:.2f}" if pool is not None else "-"
-        cpu_ratio = f"{pool.cpu_s / run.cpu_s:.2f}" if pool is not None else "-"
+        cpu_ratio = f"{pool.cpu_s / run.cpu_s:.2f}" if pool is not None and run.cpu_s > 0 else "-"
         by_kind = run.details.get("cpu_s_by_kind", {})
         split = " / ".join(
             f"{1e3 * by_kind.get(kind, 0.0) / run.clips:.2f}" for kind in ("python_worker", "jvm", "python")

@@ -123,7 +123,7 @@ class ReadSection:
     """
 
     mode: Literal["auto", "python", "spark"] = "auto"
-    files_per_partition: int = 64
+    files_per_partition: int = 256
     manifest_schemes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -172,27 +172,37 @@ def _float_lists(values: list[np.ndarray | None]) -> pa.Array:
 
 
 def _prepare_worker() -> None:
-    """Once per Python worker process, before its first task.
+    """Once per Python worker process, before its first file: one BLAS/OpenMP thread.
 
-    * One BLAS/OpenMP thread: Spark already runs one worker per core.
-      ``spark.executorEnv.OMP_NUM_THREADS`` does not reach every deployment, and setting the
-      variable once NumPy has loaded OpenBLAS changes nothing, so the pools are limited directly.
-    * ``gc.freeze()``: PySpark's daemon runs a full ``gc.collect()`` after every task of a reused
-      worker; with PySpark, pandas, PyArrow and SciPy loaded that walk took about a sixth of the
-      worker's time. Frozen objects (the loaded modules) are left out of later collections.
+    Spark already runs one worker per core. ``spark.executorEnv.OMP_NUM_THREADS`` does not reach
+    every deployment, and setting the variable once NumPy has loaded OpenBLAS changes nothing,
+    so the pools are limited directly.
     """
-    global _WORKER_READY
-    if not _WORKER_READY:
-        import gc
-
+    global _THREADS_PINNED
+    if not _THREADS_PINNED:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=1)
+        _THREADS_PINNED = True
+
+
+def _settle_worker() -> None:
+    """Once per Python worker process, after its first file: ``gc.freeze()``.
+
+    PySpark's daemon runs a full ``gc.collect()`` after every task of a reused worker; with
+    PySpark, pandas, PyArrow and SciPy loaded (and the caches the first file fills) that walk
+    took about a sixth of the worker's time. Frozen objects are left out of later collections.
+    """
+    global _GC_FROZEN
+    if not _GC_FROZEN:
+        import gc
+
         gc.freeze()
-        _WORKER_READY = True
+        _GC_FROZEN = True
 
 
-_WORKER_READY = False
+_THREADS_PINNED = False
+_GC_FROZEN = False
 
 
 def _extracted_rows(
@@ -208,6 +218,7 @@ def _extracted_rows(
     for batch in batches:
         for row in batch.to_pylist():
             yield from _process_row(row, config, version, options, cremad_gender)
+            _settle_worker()
 
 
 def make_extract_fn(
@@ -343,7 +354,7 @@ def make_extract_write_fn(
     staging_dir
         Local folder every worker can write to (the job's staging folder).
     compression
-        Parquet codec: ``snappy``, ``zstd``, ``lz4``, ``gzip`` or ``none``.
+        Parquet codec: ``snappy``, ``zstd``, ``gzip`` or ``none``.
 
     The other parameters are those of :func:`make_extract_fn`; ``rows_per_batch`` rows make one
     Parquet row group.

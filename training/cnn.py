@@ -15,7 +15,7 @@ stops ``patience`` epochs after that epoch. A validation set of a few speakers c
 plateau epochs apart, and on RAVDESS the later, annealed epochs of the one-cycle schedule
 generalise better: in speaker-independent folds, test UA kept rising to the end of the schedule
 while validation UA on three other speakers peaked half-way and then wandered within a few
-points, so keeping the best validation epoch stopped too early and cost 0.08-0.16 UA.
+points, so keeping the best validation epoch stopped too early and cost up to 0.15 UA on a fold.
 
 Feature-space augmentation (masking, mixup) happens on the fly here; waveform augmentation
 (noise, telephone, ...) happens once at extraction (:mod:`ser_udfs.augment`) because training

@@ -1,0 +1,71 @@
+"""A tiny, untimed run of bench/extract_throughput.py on generated clips, to keep it working."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import _procstat, extract_throughput
+from ser_udfs.synthetic import write_demo_corpus
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench-source")
+    write_demo_corpus(root, n_actors=1, statements=1, repetitions=1, emotions=["neutral", "angry", "sad"])
+    return root
+
+
+def test_benchmark_runs_every_step_and_prints_its_tables(spark, source: Path, tmp_path: Path, capsys) -> None:
+    argv = [
+        "--source", str(source), "--work-dir", str(tmp_path / "work"), "--clips", "12", "--cores", "2",
+        "--per-core-clips", "4", "--equivalence-clips", "2", "--warmup-clips", "0",
+        "--memory-clips", "6", "--variant", "spark-writer:output.writer=spark",
+    ]
+    assert extract_throughput.main(argv) == 0
+    printed = capsys.readouterr().out
+    for heading in ("## Machine", "## Per core", "## Equivalence with librosa", "## Throughput", "## Spark memory"):
+        assert heading in printed, printed
+    assert "| NO" not in printed and "|  NO" not in printed, printed
+    assert "Pool(2) extract_file" in printed and "Spark local[2] job (spark-writer)" in printed
+    assert "x the Pool's clips/s on 2 core(s)" in printed
+    assert (tmp_path / "work" / "clips").is_dir()
+    assert not (tmp_path / "work" / "spark-out").exists()
+
+
+def test_replicated_corpus_keeps_names_and_counts(source: Path, tmp_path: Path) -> None:
+    from bench._corpus import prepare_masters, replicate
+
+    masters = prepare_masters(source, tmp_path, sample_rate=48000, limit=3)
+    corpus = replicate(masters, tmp_path / "clips", 7)
+    assert len(corpus.paths) == len(set(corpus.paths)) == 7
+    assert corpus.distinct_files == 3
+    assert all(Path(path).name.startswith("03-01-") and path.endswith(".wav") for path in corpus.paths)
+    import soundfile as sf
+
+    assert sf.info(corpus.paths[0]).samplerate == 48000
+
+
+@pytest.mark.skipif(not _procstat.available(), reason="needs /proc (Linux)")
+def test_cpu_of_exited_pool_workers_is_counted_once() -> None:
+    import math
+    import multiprocessing
+    import time
+
+    sizes = [30000] * 8
+    started = time.process_time()
+    for size in sizes:
+        math.factorial(size)
+    expected = time.process_time() - started
+    context = multiprocessing.get_context("forkserver")
+
+    def work() -> None:
+        with context.Pool(2) as pool:
+            pool.map(math.factorial, sizes)
+
+    work()  # starts the fork server outside the measurement
+    _, _, usage = _procstat.measure(work)
+    assert 0.7 * expected <= usage.cpu_s <= 1.3 * expected + 0.3
