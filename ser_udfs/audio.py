@@ -127,13 +127,22 @@ def decode_audio(source: AudioSource) -> tuple[np.ndarray, AudioInfo]:
     with _open(source) as handle:
         info = _check_header(handle)
         try:
-            data = handle.read(dtype="float32", always_2d=True)
+            data = handle.read(dtype="float32", always_2d=True) if handle.seekable() else _read_forwards(handle)
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             raise ClipError("decode", f"cannot decode audio data: {str(exc).strip()}") from None
     if data.shape[0] == 0:
         raise ClipError("empty", "the file holds no audio samples")
     info = AudioInfo(info.sample_rate, info.channels, data.shape[0], info.subtype)
     return np.ascontiguousarray(data.T), info
+
+
+def _read_forwards(handle: sf.SoundFile, block_frames: int = 1 << 16) -> np.ndarray:
+    """All frames ``[frames, channels]`` of a file libsndfile reads forwards only (e.g. GSM 6.10
+    in WAV), which refuses a read without a frame count."""
+    blocks = []
+    while (block := handle.read(block_frames, dtype="float32", always_2d=True)).shape[0]:
+        blocks.append(block)
+    return np.concatenate(blocks) if blocks else np.zeros((0, handle.channels), dtype=np.float32)
 
 
 def stream_audio_blocks(

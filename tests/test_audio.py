@@ -61,6 +61,18 @@ def test_streamed_blocks_equal_whole_decode(tmp_path) -> None:
     np.testing.assert_array_equal(np.concatenate(blocks, axis=1), whole)
 
 
+def test_decodes_gsm_which_libsndfile_reads_forwards_only(tmp_path) -> None:
+    path = tmp_path / "call.wav"
+    data = _tone(16000, 8000)
+    sf.write(path, data, 8000, format="WAV", subtype="GSM610")  # mono only, lossy
+    whole, info = decode_audio(str(path))
+    assert (info.sample_rate, info.channels, info.frames, info.subtype) == (8000, 1, 16000, "GSM610")
+    assert whole.shape == (1, 16000) and np.corrcoef(whole[0, 400:], data[400:, 0])[0, 1] > 0.99
+    np.testing.assert_array_equal(decode_audio(path.read_bytes())[0], whole)
+    blocks = [block for block, _ in stream_audio_blocks(str(path), block_frames=3000)]
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), whole)
+
+
 @pytest.mark.parametrize(
     "content, kind",
     [(b"", "empty"), (b"RIFF\x00\x00\x00\x00WAVE", "decode"), (np.random.default_rng(0).bytes(500), "decode")],

@@ -68,3 +68,29 @@ def test_random_split_is_said_in_the_report(tables, tmp_path: Path) -> None:
     assert train.main(argv) == 0
     split = json.loads((bundle / "metrics.json").read_text())["split"]
     assert split["method"] == "random" and "random" in split["description"]
+
+
+def test_accuracy_bench_trains_models_side_by_side_and_prints_the_table(tables, tmp_path: Path, capsys) -> None:
+    from bench import accuracy
+
+    argv = ["--table", str(tables["default"]), "--models", "logreg,cnn", "--taxonomies", "basic4", "--folds", "2",
+            "--parallel", "2", "--work", str(tmp_path), "--set", "cnn.max_epochs=1", "--set", "cnn.channels=[8, 8]",
+            "--set", "logreg.regularisation_c=0.5"]
+    assert accuracy.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| basic4 | logreg |" in printed and "| basic4 | cnn |" in printed and "FAILED" not in printed
+    cnn_config = json.loads((tmp_path / "cnn-basic4" / "config.json").read_text())
+    assert cnn_config["architecture"]["channels"] == [8, 8]  # the cnn.* overrides reached the CNN run
+    logreg_config = json.loads((tmp_path / "logreg-basic4" / "config.json").read_text())
+    assert logreg_config["model_kind"] == "logreg"  # and the logreg run was not given them
+    assert "epoch 1/1" in (tmp_path / "cnn-basic4.log").read_text()
+
+
+def test_accuracy_bench_reports_a_failed_run_and_keeps_the_others(tables, tmp_path: Path, capsys) -> None:
+    from bench import accuracy
+
+    argv = ["--table", str(tables["default"]), "--models", "logreg", "--taxonomies", "basic4,no_such_taxonomy",
+            "--folds", "2", "--parallel", "2", "--work", str(tmp_path)]
+    assert accuracy.main(argv) == 1
+    printed = capsys.readouterr().out
+    assert "| basic4 | logreg |" in printed and "no_such_taxonomy logreg: FAILED" in printed

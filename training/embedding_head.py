@@ -41,7 +41,7 @@ from ser_udfs.embeddings import (
 )
 from ser_udfs.errors import UserError
 from ser_udfs.settings import from_dict, to_dict
-from training.cnn import TrainingHistory, _class_weights
+from training.cnn import TrainingHistory, balanced_class_weights
 from training.hf_audio import (
     WAVEFORM_INPUT,
     Encoder,
@@ -212,7 +212,7 @@ def fit_head(
     head.mean.copy_(features.mean(dim=0))
     head.std.copy_(features.std(dim=0) + 1e-5)
     targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    weights = _class_weights(labels, architecture.n_classes) if config.class_balanced else None
+    weights = balanced_class_weights(labels, architecture.n_classes) if config.class_balanced else None
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     n_epochs = config.max_epochs if validation is not None else (epochs or config.max_epochs)
     history = TrainingHistory()
@@ -372,7 +372,7 @@ def train_embedding_head_from_frame(
     """
     from training.dataset import label_indices, table_feature_config
     from training.taxonomy import load_taxonomy
-    from training.trainer import _Data
+    from training.trainer import TrainingData
 
     if pretrained:
         config = replace(config, embedding=replace(config.embedding, pretrained=pretrained))
@@ -387,7 +387,7 @@ def train_embedding_head_from_frame(
         pooled, spec, facts = _table_embeddings(mapped, encoder, config, table_config)
     else:
         pooled, spec, facts = _computed_embeddings(mapped, encoder, config, table_config, device)
-    data = _Data(mapped, labels, pooled, label_indices(mapped, labels), ())
+    data = TrainingData(mapped, labels, pooled, label_indices(mapped, labels), ())
     architecture = HeadArchitecture(
         n_layers=spec.n_vectors, hidden_size=int(pooled.shape[2]), n_classes=len(labels),
         hidden_units=config.head.mlp_hidden_units if config.model == "embed-mlp" else 0, dropout=config.head.dropout,

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from ser_udfs.feature_config import FeatureConfig
     from training.cnn import TrainingHistory
     from training.taxonomy import Taxonomy, TaxonomyReport
-    from training.trainer import _Data
+    from training.trainer import TrainingData
 
 logger = logging.getLogger(__name__)
 
@@ -438,7 +438,7 @@ def table_waveforms(frame: "pd.DataFrame", table_config: "FeatureConfig", extrac
 
 
 def validation_rows(
-    data: "_Data", rows: np.ndarray, *, method: str, fraction: float, seed: int, log_prefix: str
+    data: "TrainingData", rows: np.ndarray, *, method: str, fraction: float, seed: int, log_prefix: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split training ``rows`` into rows to fit and original clips of held-out speakers to early-stop on."""
     from training.splits import holdout_split
@@ -452,7 +452,7 @@ def validation_rows(
 
 
 def cross_validate_and_save(
-    data: "_Data",
+    data: "TrainingData",
     report: "TaxonomyReport",
     config: Any,
     *,
@@ -490,7 +490,7 @@ def cross_validate_and_save(
     from training.metrics import classification_metrics, format_headline
     from training.plots import plot_confusion_matrix, plot_training_curves
     from training.splits import make_splits
-    from training.trainer import CONFUSION_PLOT, CURVES_PLOT, _data_summary, _metrics_report
+    from training.trainer import CONFUSION_PLOT, CURVES_PLOT, data_summary, metrics_report
 
     splits = make_splits(data.frame, config.split, seed=config.seed)
     output = Path(output_dir)
@@ -514,7 +514,7 @@ def cross_validate_and_save(
         del model
         release_accelerator_memory()
 
-    metrics = _metrics_report(data, config, taxonomy, splits, fold_results)
+    metrics = metrics_report(data, config, taxonomy, splits, fold_results)
     if len(splits) > 1:
         epochs = int(round(float(np.median([h.best_epoch for _, h in histories])))) if histories else None
         kept, final_history = fit(np.arange(len(data.frame)), seed=config.seed + len(splits),
@@ -536,7 +536,7 @@ def cross_validate_and_save(
     if histories:
         plot_training_curves(histories, output / CURVES_PLOT)
     training = {
-        "data": _data_summary(data, report),
+        "data": data_summary(data, report),
         "split": {**to_dict(config.split), "description": config.split.describe(), "seed": config.seed},
         "seed": config.seed,
         "model_settings": config.model_settings(),

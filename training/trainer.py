@@ -69,7 +69,9 @@ class TrainConfig:
 
 
 @dataclass
-class _Data:
+class TrainingData:
+    """A taxonomy-mapped feature table ready for a model (shared by the CNN, logreg and HF trainers)."""
+
     frame: pd.DataFrame  # taxonomy-mapped rows
     labels: list[str]
     inputs: np.ndarray  # [n, d] stats or [n, rows, frames] CNN input
@@ -142,7 +144,7 @@ def train_from_frame(
             histories.append((split.name, history))
         logger.info("%s: %s", split.name, format_headline(fold_results[-1]["metrics"]))
 
-    metrics = _metrics_report(data, config, taxonomy, splits, fold_results)
+    metrics = metrics_report(data, config, taxonomy, splits, fold_results)
     if len(splits) > 1:
         epochs = int(round(float(np.median([h.best_epoch for _, h in histories])))) if histories else None
         final_model, final_history = _fit(
@@ -166,7 +168,7 @@ def train_from_frame(
     if histories:
         plot_training_curves(histories, output / CURVES_PLOT)
     training = {
-        "data": _data_summary(data, report),
+        "data": data_summary(data, report),
         "split": {**to_dict(config.split), "description": config.split.describe(), "seed": config.seed},
         "seed": config.seed,
         "model_settings": config.model_settings(),
@@ -188,7 +190,7 @@ def train_from_frame(
     }
 
 
-def _prepare(frame: pd.DataFrame, config: TrainConfig, taxonomy: Taxonomy) -> tuple[_Data, TaxonomyReport]:
+def _prepare(frame: pd.DataFrame, config: TrainConfig, taxonomy: Taxonomy) -> tuple[TrainingData, TaxonomyReport]:
     mapped, report = apply_taxonomy(frame, taxonomy)
     labels = [label for label in taxonomy.labels if report.kept[label] > 0]
     if report.missing_labels:
@@ -205,11 +207,11 @@ def _prepare(frame: pd.DataFrame, config: TrainConfig, taxonomy: Taxonomy) -> tu
         batch = feature_batch(mapped, config.cnn.inputs)
         inputs = model_input(batch, config.cnn.inputs)
         input_rows = tuple(int(batch[name].shape[1]) for name in config.cnn.inputs)
-    return _Data(mapped, labels, inputs, label_indices(mapped, labels), input_rows), report
+    return TrainingData(mapped, labels, inputs, label_indices(mapped, labels), input_rows), report
 
 
 def _fit(
-    data: _Data, rows: np.ndarray, config: TrainConfig, *, seed: int, log_prefix: str, epochs: int | None = None,
+    data: TrainingData, rows: np.ndarray, config: TrainConfig, *, seed: int, log_prefix: str, epochs: int | None = None,
     distributed_runner: DistributedRunner | None = None,
 ) -> tuple[LogregModel | EmotionCnn, TrainingHistory | None]:
     n_classes = len(data.labels)
@@ -244,7 +246,7 @@ def _fit(
     return model, history
 
 
-def _test(model: LogregModel | EmotionCnn, data: _Data, split: Split) -> dict[str, Any]:
+def _test(model: LogregModel | EmotionCnn, data: TrainingData, split: Split) -> dict[str, Any]:
     rows = split.test_index[data.is_original[split.test_index]]
     inputs = data.inputs[rows]
     probabilities = model.predict_proba(inputs) if isinstance(model, LogregModel) else cnn_predict_proba(model, inputs)
@@ -258,9 +260,10 @@ def _test(model: LogregModel | EmotionCnn, data: _Data, split: Split) -> dict[st
     }
 
 
-def _metrics_report(
-    data: _Data, config: TrainConfig, taxonomy: Taxonomy, splits: list[Split], fold_results: list[dict[str, Any]]
+def metrics_report(
+    data: TrainingData, config: TrainConfig, taxonomy: Taxonomy, splits: list[Split], fold_results: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    """``metrics.json``'s content: pooled and per-corpus metrics, and per-fold ones with their summary."""
     rows = np.concatenate([result["rows"] for result in fold_results])
     predicted = np.concatenate([result["predicted"] for result in fold_results])
     truth = data.targets[rows]
@@ -285,7 +288,8 @@ def _metrics_report(
     return report
 
 
-def _data_summary(data: _Data, report: TaxonomyReport) -> dict[str, Any]:
+def data_summary(data: TrainingData, report: TaxonomyReport) -> dict[str, Any]:
+    """What the model was trained on (rows per label, corpus, speaker; taxonomy mapping) for ``config.json``."""
     frame = data.frame
     original = data.is_original
     speakers = speaker_keys(frame, allow_missing=True)

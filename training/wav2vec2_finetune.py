@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ser_udfs.embeddings import autocast, encoder_batch, receptive_field, resolve_device, resolve_precision, to_device
 from ser_udfs.errors import UserError
 from ser_udfs.settings import to_dict
-from training.cnn import TrainingHistory, _class_weights
+from training.cnn import TrainingHistory, balanced_class_weights
 from training.hf_audio import (
     WAVEFORM_INPUT,
     config_from_dict,
@@ -284,7 +284,7 @@ def fine_tune(
     micro_batches = math.ceil(n_rows / config.batch_size)
     steps_per_epoch = math.ceil(micro_batches / config.gradient_accumulation_steps)
     scheduler = _warmup_linear_decay(optimizer, config.max_epochs * steps_per_epoch, config.warmup_fraction)
-    class_weights = _class_weights(labels, len(model.config.id2label)).to(device) if config.class_balanced else None
+    class_weights = balanced_class_weights(labels, len(model.config.id2label)).to(device) if config.class_balanced else None
     targets = np.asarray(labels, dtype=np.int64)
     min_samples = _min_samples(model.config)
     n_epochs = config.max_epochs if validation is not None else (epochs or config.max_epochs)
@@ -392,7 +392,7 @@ def train_wav2vec2_from_frame(
     """
     from training.dataset import label_indices, table_feature_config
     from training.taxonomy import load_taxonomy
-    from training.trainer import _Data
+    from training.trainer import TrainingData
 
     if pretrained:
         config = replace(config, wav2vec2=replace(config.wav2vec2, pretrained=pretrained))
@@ -405,7 +405,7 @@ def train_wav2vec2_from_frame(
     extractor = load_feature_extractor(PretrainedSource.resolve(settings.pretrained))
     mapped, labels, report = map_labels(frame, taxonomy)
     waveforms = table_waveforms(mapped, table_config, extractor)
-    data = _Data(mapped, labels, waveforms, label_indices(mapped, labels), ())
+    data = TrainingData(mapped, labels, waveforms, label_indices(mapped, labels), ())
     label_maps: list[dict[str, Any]] = []
 
     def fit(rows: np.ndarray, *, seed: int, log_prefix: str, epochs: int | None) -> tuple[Wav2Vec2Classifier, TrainingHistory]:
