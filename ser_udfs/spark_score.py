@@ -188,10 +188,15 @@ def bundle_files(bundle_path: str | Path) -> dict[str, bytes]:
 
 
 def load_scoring_model(bundle_dir: str | Path) -> "Bundle":
-    """:func:`training.bundle.load_bundle`, with a CNN's weights put in channels-last layout.
+    """:func:`training.bundle.load_bundle`, with a CNN made ready for fast inference on CPU.
 
-    Channels-last lets PyTorch use oneDNN's fast convolutions on CPU: about 2× faster on one
-    core here, the same probabilities to 1e-6.
+    * Each batch norm is folded into the convolution before it (inference only: the scale and
+      shift of the normalisation become the convolution's weights and bias), which removes about
+      a tenth of the CNN's time.
+    * The weights go in channels-last layout, so PyTorch uses oneDNN's fast convolutions: about
+      2× faster on one core here.
+
+    Both give the same probabilities as the bundle's network to about 1e-6.
     """
     from training.bundle import load_bundle
 
@@ -199,8 +204,22 @@ def load_scoring_model(bundle_dir: str | Path) -> "Bundle":
     if bundle.model_kind == "cnn":
         import torch
 
+        fold_batch_norms(bundle.model.blocks)
         bundle.model.to(memory_format=torch.channels_last)
     return bundle
+
+
+def fold_batch_norms(blocks: "torch.nn.Sequential") -> None:
+    """Fold every ``BatchNorm2d`` that follows a ``Conv2d`` in ``blocks`` into it, in place (eval mode)."""
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    blocks.eval()
+    for index in range(len(blocks) - 1):
+        conv, norm = blocks[index], blocks[index + 1]
+        if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+            blocks[index] = fuse_conv_bn_eval(conv, norm)
+            blocks[index + 1] = nn.Identity()
 
 
 #: Predictors loaded in this Python worker process, by model id.

@@ -165,7 +165,9 @@ def test_bytes_read_by_spark_score_like_the_file(bundle_dir: Path, calls_dir: Pa
     assert opened == str(calls_dir / "stereo.wav")  # local files are opened by path in any mode
 
 
-def test_a_cnn_bundle_scores_in_channels_last_layout_with_the_same_numbers(tmp_path: Path) -> None:
+def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_path: Path) -> None:
+    import torch
+
     from training.bundle import load_bundle, save_bundle
     from training.cnn import CnnConfig, build_model
     from training.taxonomy import Taxonomy
@@ -174,12 +176,22 @@ def test_a_cnn_bundle_scores_in_channels_last_layout_with_the_same_numbers(tmp_p
     from ser_udfs.spark_score import load_scoring_model
 
     features = np.random.default_rng(0).normal(-40, 10, size=(3, 128, 94)).astype(np.float32)
+    features[1, :, 30:60] += 30  # a loud stretch
+    features[2, :40:2] -= 40  # low rows striped
     model = build_model(CnnConfig(channels=(4, 8)), input_rows=(128,), n_classes=2, train_features=features, seed=0)
+    generator = torch.Generator().manual_seed(1)
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # as after training
+        for tensor, low, high in ((norm.running_mean, -1, 1), (norm.running_var, 0.2, 3), (norm.weight, 0.5, 2),
+                                  (norm.bias, -1, 1)):
+            tensor.data.copy_(low + (high - low) * torch.rand(tensor.shape, generator=generator))
     path = save_bundle(
         tmp_path / "tiny-cnn", model=model, taxonomy=Taxonomy("test", LABELS), labels=LABELS,
         feature_config=FeatureConfig(), training={}, metrics={},
     )
     batch = {"log_mel": features}
-    np.testing.assert_allclose(
-        load_scoring_model(path).predict_proba(batch), load_bundle(path).predict_proba(batch), atol=1e-6
-    )
+    scoring = load_scoring_model(path)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scoring.model.modules())
+    assert scoring.model.blocks[0].weight.is_contiguous(memory_format=torch.channels_last)
+    reference = load_bundle(path).predict_proba(batch)
+    assert np.ptp(reference[:, 0]) > 1e-3  # the check below compares outputs that differ
+    np.testing.assert_allclose(scoring.predict_proba(batch), reference, atol=1e-5)
