@@ -44,13 +44,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench import _procstat
-from bench._corpus import DEFAULT_SOURCE, BenchmarkCorpus, prepare_masters, replicate
-from bench._equivalence import compare_with_librosa
-from bench.report_baseline import report_clip_features
-from ser_udfs.errors import ClipError
-from ser_udfs.extract import ExtractOptions, clip_id_for, extract_file
-from ser_udfs.feature_config import FeatureConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script or with -m
+
+from bench import _procstat  # noqa: E402
+from bench._corpus import DEFAULT_SOURCE, BenchmarkCorpus, prepare_masters, replicate  # noqa: E402
+from bench._equivalence import compare_with_librosa  # noqa: E402
+from bench.report_baseline import report_clip_features  # noqa: E402
+from ser_udfs.errors import ClipError  # noqa: E402
+from ser_udfs.extract import ExtractOptions, clip_id_for, extract_file  # noqa: E402
+from ser_udfs.feature_config import FeatureConfig  # noqa: E402
 
 log = logging.getLogger("bench.extract_throughput")
 
@@ -441,7 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"## Throughput on {', '.join(map(str, core_counts))} core(s), {args.clips} clips\n", file=out)
             print(throughput_table(runs) + "\n", file=out)
             for cores, seconds in jvm_start.items():
-                print(f"- Spark session start (JVM, local[{cores}]), not in the job's time: {seconds:.1f} s", file=out)
+                print(
+                    f"- Spark session start (local[{cores}]; only the first start launches the JVM), "
+                    f"not in the job's time: {seconds:.1f} s", file=out,
+                )
             for cores, seconds in warmup_s.items():
                 print(
                     f"- warm-up job before the timed ones (local[{cores}], {args.warmup_clips} clips: JIT, Python "
