@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     if timeline_total:
         print(f"| timeline (smoothed segments), share of clip time labelled right | {timeline_total:.0f} s | "
               f"{timeline_agree / timeline_total:.3f} | | |")
-    print(f"\nclips without a scored window (speech not detected): {int((~covered).sum())} of {len(clip_rows)}")
+    print(f"\nclips that no scored window overlaps most (speech not detected, or every window over them "
+          f"lies mostly on a neighbour): {int((~covered).sum())} of {len(clip_rows)}")
     return 0
 
 
