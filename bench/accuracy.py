@@ -9,9 +9,8 @@ Usage::
 Extracts features with the project's own job (unless ``--table`` names a finished table), then
 trains every model on every taxonomy with 6-fold speaker-independent cross-validation through
 ``jobs/train.py``, and prints UA/WA/macro-F1 (mean ± std over folds) and the training time.
-``--parallel N`` runs N training jobs at once, each with one torch thread (on N cores this is
-faster than one job using N threads: small convolutions scale poorly across threads); each job's
-log is written to ``WORK/<model>-<taxonomy>.log``.
+``--parallel N`` runs N training jobs at once, each CNN with one torch thread so that N jobs fill
+N cores without over-subscribing them; each job's log is written to ``WORK/<model>-<taxonomy>.log``.
 """
 
 from __future__ import annotations
