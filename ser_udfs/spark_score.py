@@ -198,15 +198,18 @@ def load_scoring_model(bundle_dir: str | Path) -> "Bundle":
     * The weights go in channels-last layout, so PyTorch uses oneDNN's fast convolutions: about
       2× faster on one core here.
 
-    Both give the same probabilities as the bundle's network to about 1e-5.
+    Both give the same probabilities as the bundle's network to about 1e-5. An ensemble gets both
+    in every member.
     """
     from training.bundle import load_bundle
+    from training.cnn import networks
 
     bundle = load_bundle(bundle_dir)
     if bundle.model_kind == "cnn":
         import torch
 
-        fold_batch_norms(bundle.model.blocks)
+        for network in networks(bundle.model):
+            fold_batch_norms(network.blocks)
         bundle.model.to(memory_format=torch.channels_last)
     return bundle
 

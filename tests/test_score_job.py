@@ -165,11 +165,12 @@ def test_bytes_read_by_spark_score_like_the_file(bundle_dir: Path, calls_dir: Pa
     assert opened == str(calls_dir / "stereo.wav")  # local files are opened by path in any mode
 
 
-def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("members", [1, 2])
+def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_path: Path, members: int) -> None:
     import torch
 
     from training.bundle import load_bundle, save_bundle
-    from training.cnn import CnnConfig, build_model
+    from training.cnn import CnnArchitecture, CnnConfig, CnnEnsemble, build_model, networks
     from training.taxonomy import Taxonomy
 
     from ser_udfs.feature_config import FeatureConfig
@@ -178,7 +179,10 @@ def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_
     features = np.random.default_rng(0).normal(-40, 10, size=(3, 128, 94)).astype(np.float32)
     features[1, :, 30:60] += 30  # a loud stretch
     features[2, :40:2] -= 40  # low rows striped
-    model = build_model(CnnConfig(channels=(4, 8)), input_rows=(128,), n_classes=2, train_features=features, seed=0)
+    config = CnnConfig(channels=(4, 8), ensemble=members)
+    nets = [build_model(config, input_rows=(128,), n_classes=2, train_features=features, seed=seed) for seed in range(members)]
+    architecture = CnnArchitecture.from_config(config, input_rows=(128,), n_classes=2)
+    model = CnnEnsemble(architecture, nets) if members > 1 else nets[0]
     generator = torch.Generator().manual_seed(1)
     for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # as after training
         for tensor, low, high in ((norm.running_mean, -1, 1), (norm.running_var, 0.2, 3), (norm.weight, 0.5, 2),
@@ -191,7 +195,9 @@ def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_
     batch = {"log_mel": features}
     scoring = load_scoring_model(path)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scoring.model.modules())
-    assert scoring.model.blocks[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert len(networks(scoring.model)) == members
+    for network in networks(scoring.model):
+        assert network.blocks[0].weight.is_contiguous(memory_format=torch.channels_last)
     reference = load_bundle(path).predict_proba(batch)
     assert np.ptp(reference[:, 0]) > 1e-3  # the check below compares outputs that differ
     np.testing.assert_allclose(scoring.predict_proba(batch), reference, atol=1e-5)

@@ -94,3 +94,19 @@ def test_accuracy_bench_reports_a_failed_run_and_keeps_the_others(tables, tmp_pa
     assert accuracy.main(argv) == 1
     printed = capsys.readouterr().out
     assert "| basic4 | logreg |" in printed and "no_such_taxonomy logreg: FAILED" in printed
+
+
+def test_ensemble_bench_scores_each_member_and_their_ensemble_per_fold(tables, capsys) -> None:
+    from bench import ensemble_gain
+
+    argv = ["--table", str(tables["default"]), "--taxonomies", "basic4", "--members", "2", "--folds", "2",
+            "--parallel", "1", "--set", "split.folds=2", "--set", "cnn.max_epochs=1", "--set", "cnn.channels=[8, 8]"]
+    assert ensemble_gain.main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| basic4 |")]
+    assert [row[1].strip() for row in rows] == ["2", "mean"]  # only the fold asked for, then the mean
+    member_1, member_2, mean, ensemble, gain = (float(cell) for cell in rows[0][2:])
+    assert 0.0 <= min(member_1, member_2, ensemble) and max(member_1, member_2, ensemble) <= 1.0
+    assert mean == pytest.approx((member_1 + member_2) / 2, abs=1e-3)
+    assert gain == pytest.approx(ensemble - mean, abs=2e-3)
+    assert "1 of 2 folds" in printed

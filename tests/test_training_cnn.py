@@ -14,10 +14,14 @@ import torch
 
 from ser_udfs.errors import UserError
 from training.cnn import (
+    CnnArchitecture,
     CnnConfig,
+    CnnEnsemble,
     build_model,
     evaluate_loss_and_ua,
+    member_seed,
     model_input,
+    networks,
     predict_proba,
     spec_augment,
     train_model,
@@ -80,6 +84,23 @@ def test_a_wide_tolerance_keeps_the_last_epoch() -> None:
     model = build_model(config, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=0)
     history = train_model(model, features, labels, config, seed=0, validation=_data(9, seed=1))
     assert history.best_epoch == len(history.train_loss) == 4
+
+
+def test_an_ensemble_averages_its_members_probabilities() -> None:
+    features, labels = _data()
+    config = replace(CONFIG, ensemble=2)
+    members = []
+    for member in range(2):
+        network = build_model(config, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=member_seed(4, member))
+        train_model(network, features, labels, config, seed=member_seed(4, member))
+        members.append(network)
+    ensemble = CnnEnsemble(CnnArchitecture.from_config(config, input_rows=(ROWS,), n_classes=CLASSES), members)
+    assert networks(ensemble) == members and member_seed(4, 0) == 4
+    first, second = (predict_proba(network, features) for network in members)
+    assert np.abs(first - second).max() > 1e-3  # different seeds, different networks
+    np.testing.assert_allclose(predict_proba(ensemble, features), (first + second) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="ensemble of 3"):
+        CnnEnsemble(CnnArchitecture.from_config(replace(config, ensemble=3), input_rows=(ROWS,), n_classes=CLASSES), members)
 
 
 def test_spec_augment_masks_bands_with_zeros() -> None:

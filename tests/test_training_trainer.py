@@ -15,6 +15,7 @@ from ser_udfs.errors import UserError
 from ser_udfs.feature_config import FeatureConfig, MelConfig
 from training.bundle import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_bundle
 from training.cnn import CnnConfig
+from training.cnn import predict_proba as cnn_predict_proba
 from training.dataset import feature_batch
 from training.evaluate import EVALUATION_FILE, PREDICTIONS_FILE, evaluate_frame
 from training.splits import SplitConfig
@@ -105,6 +106,23 @@ def test_cnn_kfold_bundle_round_trip_and_evaluation(frame: pd.DataFrame, tmp_pat
     predictions = pd.read_parquet(tmp_path / "eval" / PREDICTIONS_FILE)
     assert len(predictions) == 144 and {"predicted", "p_angry"} <= set(predictions.columns)
     assert (tmp_path / "eval" / EVALUATION_FILE).is_file()
+
+
+def test_cnn_ensemble_trains_each_member_and_round_trips(frame: pd.DataFrame, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    train_from_frame(frame, basic4("cnn", cnn=replace(TINY_CNN, ensemble=2)), feature_config=FEATURE_CONFIG.to_dict(),
+                     output_dir=tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["architecture"]["members"] == 2
+    assert list(config["training"]["histories"]) == ["holdout member 1/2", "holdout member 2/2"]
+    assert {name.split(".")[1] for name in load_file(str(tmp_path / WEIGHTS_FILE))} == {"0", "1"}
+    bundle = load_bundle(tmp_path)
+    batch = feature_batch(frame.iloc[:12], ["log_mel"])
+    first, second = (cnn_predict_proba(member, batch["log_mel"]) for member in bundle.model.members)
+    assert np.abs(first - second).max() > 1e-4
+    np.testing.assert_allclose(bundle.predict_proba(batch), (first + second) / 2, atol=1e-6)
+    np.testing.assert_array_equal(bundle.predict_proba(batch), load_bundle(tmp_path).predict_proba(batch))
 
 
 @pytest.fixture(scope="module")

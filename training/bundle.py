@@ -5,7 +5,8 @@ Layout::
     BUNDLE/config.json          model kind, labels, taxonomy, inputs, architecture, the exact
                                 feature config and its version, training data summary, split,
                                 seed, hyper-parameters, library versions
-    BUNDLE/model.safetensors    weights (CNN state dict; logreg scaler mean/scale, coef, intercept)
+    BUNDLE/model.safetensors    weights (CNN state dict, an ensemble's members under ``members.K.``;
+                                logreg scaler mean/scale, coef, intercept)
     BUNDLE/metrics.json         test metrics (per fold and mean ± std for cross-validation)
     BUNDLE/*.png                confusion matrix, training curves
 
@@ -34,7 +35,7 @@ import numpy as np
 from ser_udfs.errors import UserError
 from ser_udfs.feature_config import FeatureConfig
 from ser_udfs.settings import from_dict, to_dict
-from training.cnn import CnnArchitecture, EmotionCnn, model_input
+from training.cnn import CnnArchitecture, CnnEnsemble, CnnModel, EmotionCnn, model_input
 from training.cnn import predict_proba as cnn_predict_proba
 from training.logreg import LogregModel
 from training.taxonomy import Taxonomy
@@ -64,10 +65,11 @@ class Bundle:
     config
         The parsed ``config.json``.
     model
-        :class:`~training.logreg.LogregModel` or :class:`~training.cnn.EmotionCnn`.
+        :class:`~training.logreg.LogregModel`, :class:`~training.cnn.EmotionCnn` or
+        :class:`~training.cnn.CnnEnsemble`.
     """
 
-    def __init__(self, path: Path, config: dict[str, Any], model: LogregModel | EmotionCnn) -> None:
+    def __init__(self, path: Path, config: dict[str, Any], model: LogregModel | CnnModel) -> None:
         self.path = path
         self.config = config
         self.model = model
@@ -148,7 +150,7 @@ class Bundle:
 def save_bundle(
     output_dir: str | Path,
     *,
-    model: LogregModel | EmotionCnn,
+    model: LogregModel | CnnModel,
     taxonomy: Taxonomy,
     labels: Sequence[str],
     feature_config: FeatureConfig,
@@ -270,16 +272,18 @@ def _load_logreg(path: Path, n_classes: int) -> LogregModel:
         raise UserError(f"model bundle {path}: {exc}") from None
 
 
-def _load_cnn(path: Path, config: Mapping[str, Any], n_classes: int) -> EmotionCnn:
+def _load_cnn(path: Path, config: Mapping[str, Any], n_classes: int) -> CnnModel:
     from safetensors.torch import load_file
 
     try:
         architecture = from_dict(CnnArchitecture, config.get("architecture") or {}, where="architecture")
     except (UserError, TypeError) as exc:
         raise UserError(f"model bundle {path}: bad CNN architecture in {CONFIG_FILE} ({exc})") from None
+    if architecture.members < 1:
+        raise UserError(f"model bundle {path}: architecture.members must be at least 1, got {architecture.members}")
     if architecture.n_classes != n_classes or list(architecture.inputs) != list(config.get("inputs", [])):
         raise UserError(f"model bundle {path}: the architecture does not match the labels or inputs in {CONFIG_FILE}")
-    model = EmotionCnn(architecture)
+    model = CnnEnsemble(architecture) if architecture.members > 1 else EmotionCnn(architecture)
     try:
         tensors = load_file(str(path / WEIGHTS_FILE))
     except Exception as exc:  # safetensors raises its own error types for a corrupt file

@@ -5,7 +5,8 @@ default), fits and tests one model per fold, then fits the bundle's model:
 
 - k-fold (``split.folds >= 2``): metrics are the folds' test figures (per fold, mean ± std, and
   pooled over folds); the bundle's model is refit on all rows afterwards (the CNN for the
-  median of the folds' best epoch counts, since no speakers are left for early stopping).
+  median of the folds' best epoch counts, since no speakers are left for early stopping; an
+  ensemble's members all count, and each member is refit).
 - holdout (``split.folds = 1``): the bundle's model is the one tested.
 
 Test figures count original clips only: augmented copies of a test speaker's clips stay on the
@@ -26,7 +27,9 @@ from ser_udfs.errors import UserError
 from ser_udfs.feature_config import FeatureConfig
 from ser_udfs.settings import to_dict
 from training.bundle import save_bundle
-from training.cnn import CnnConfig, EmotionCnn, TrainingHistory, build_model, model_input, train_model
+from training.cnn import (
+    CnnArchitecture, CnnConfig, CnnEnsemble, CnnModel, TrainingHistory, build_model, member_seed, model_input, train_model,
+)
 from training.cnn import predict_proba as cnn_predict_proba
 from training.cnn_distributed import DistributedRunner, train_distributed
 from training.dataset import feature_batch, label_indices, table_feature_config
@@ -127,32 +130,30 @@ def train_from_frame(
         import torch
 
         torch.set_num_threads(config.cnn.torch_threads)
-    data, report = _prepare(frame, config, taxonomy)
+    data, report = prepare_training_data(frame, config, taxonomy)
     splits = make_splits(data.frame, config.split, seed=config.seed)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
 
     fold_results, histories, fold_models = [], [], []
     for number, split in enumerate(splits):
-        model, history = _fit(
+        model, member_histories = fit_model(
             data, split.train_index, config, seed=config.seed + number, log_prefix=f"{split.name}: ",
             distributed_runner=distributed_runner,
         )
-        fold_results.append(_test(model, data, split))
+        fold_results.append(evaluate_split(model, data, split))
         fold_models.append(model)
-        if history is not None:
-            histories.append((split.name, history))
+        histories += [(" ".join(filter(None, (split.name, member))), history) for member, history in member_histories]
         logger.info("%s: %s", split.name, format_headline(fold_results[-1]["metrics"]))
 
     metrics = metrics_report(data, config, taxonomy, splits, fold_results)
     if len(splits) > 1:
         epochs = int(round(float(np.median([h.best_epoch for _, h in histories])))) if histories else None
-        final_model, final_history = _fit(
+        final_model, final_histories = fit_model(
             data, np.arange(len(data.frame)), config, seed=config.seed + len(splits), log_prefix="final fit: ", epochs=epochs,
             distributed_runner=distributed_runner,
         )
-        if final_history is not None:
-            histories.append(("final", final_history))
+        histories += [(" ".join(filter(None, ("final", member))), history) for member, history in final_histories]
         final_note = f"refit on all {len(data.frame)} rows after cross-validation" + (
             f" for {epochs} epochs (median best epoch over folds)" if epochs else ""
         )
@@ -190,7 +191,16 @@ def train_from_frame(
     }
 
 
-def _prepare(frame: pd.DataFrame, config: TrainConfig, taxonomy: Taxonomy) -> tuple[TrainingData, TaxonomyReport]:
+def prepare_training_data(frame: pd.DataFrame, config: TrainConfig, taxonomy: Taxonomy) -> tuple[TrainingData, TaxonomyReport]:
+    """Map ``frame`` onto ``taxonomy`` and build the inputs of ``config.model``.
+
+    Returns
+    -------
+    data
+        The mapped rows with inputs ``[n, d]`` (logreg stats) or ``[n, rows, frames]`` (CNN).
+    report
+        Rows kept and dropped per label.
+    """
     mapped, report = apply_taxonomy(frame, taxonomy)
     labels = [label for label in taxonomy.labels if report.kept[label] > 0]
     if report.missing_labels:
@@ -210,14 +220,27 @@ def _prepare(frame: pd.DataFrame, config: TrainConfig, taxonomy: Taxonomy) -> tu
     return TrainingData(mapped, labels, inputs, label_indices(mapped, labels), input_rows), report
 
 
-def _fit(
+def fit_model(
     data: TrainingData, rows: np.ndarray, config: TrainConfig, *, seed: int, log_prefix: str, epochs: int | None = None,
     distributed_runner: DistributedRunner | None = None,
-) -> tuple[LogregModel | EmotionCnn, TrainingHistory | None]:
+) -> tuple[LogregModel | CnnModel, list[tuple[str, TrainingHistory]]]:
+    """Fit ``config.model`` on ``rows`` (indices into ``data``), as every fold and the final refit do.
+
+    The CNN early-stops on speakers held out of ``rows`` unless ``epochs`` fixes the epoch count;
+    with ``cnn.ensemble = N`` it trains N networks seeded ``member_seed(seed, k)``.
+
+    Returns
+    -------
+    model
+        The fitted model (a :class:`CnnEnsemble` when N > 1).
+    histories
+        Each network's training history, named by its ensemble member ("" for a single network);
+        empty for logreg.
+    """
     n_classes = len(data.labels)
     if config.model == "logreg":
         model = fit_logreg(data.inputs[rows], data.targets[rows], n_classes=n_classes, config=config.logreg, seed=seed)
-        return model, None
+        return model, []
     train_rows, validation = rows, None
     if epochs is None:
         inner = holdout_split(
@@ -230,23 +253,36 @@ def _fit(
         logger.info("%strain on %d rows, early-stop on %d original clips of held-out %s",
                     log_prefix, len(train_rows), len(validation_rows),
                     "speakers" if config.split.method == "speaker" else "clips")
-    if distributed_runner is not None:
-        return train_distributed(
-            distributed_runner, (data.inputs[train_rows], data.targets[train_rows]), config.cnn,
-            n_classes=n_classes, input_rows=data.input_rows, seed=seed, validation=validation, epochs=epochs,
-            log_prefix=log_prefix,
-        )
-    model = build_model(
-        config.cnn, input_rows=data.input_rows, n_classes=n_classes, train_features=data.inputs[train_rows], seed=seed
-    )
-    history = train_model(
-        model, data.inputs[train_rows], data.targets[train_rows], config.cnn,
-        seed=seed, validation=validation, epochs=epochs, log_prefix=log_prefix,
-    )
-    return model, history
+    n_members = config.cnn.ensemble
+    members, histories = [], []
+    for member in range(n_members):
+        name = f"member {member + 1}/{n_members}" if n_members > 1 else ""
+        prefix = f"{log_prefix}{name}: " if name else log_prefix
+        if distributed_runner is not None:
+            network, history = train_distributed(
+                distributed_runner, (data.inputs[train_rows], data.targets[train_rows]), config.cnn,
+                n_classes=n_classes, input_rows=data.input_rows, seed=member_seed(seed, member), validation=validation,
+                epochs=epochs, log_prefix=prefix,
+            )
+        else:
+            network = build_model(
+                config.cnn, input_rows=data.input_rows, n_classes=n_classes, train_features=data.inputs[train_rows],
+                seed=member_seed(seed, member),
+            )
+            history = train_model(
+                network, data.inputs[train_rows], data.targets[train_rows], config.cnn,
+                seed=member_seed(seed, member), validation=validation, epochs=epochs, log_prefix=prefix,
+            )
+        members.append(network)
+        histories.append((name, history))
+    if n_members == 1:
+        return members[0], histories
+    architecture = CnnArchitecture.from_config(config.cnn, input_rows=data.input_rows, n_classes=n_classes)
+    return CnnEnsemble(architecture, members), histories
 
 
-def _test(model: LogregModel | EmotionCnn, data: TrainingData, split: Split) -> dict[str, Any]:
+def evaluate_split(model: LogregModel | CnnModel, data: TrainingData, split: Split) -> dict[str, Any]:
+    """Score the original clips of ``split``'s test side: rows, predictions, metrics and split summary."""
     rows = split.test_index[data.is_original[split.test_index]]
     inputs = data.inputs[rows]
     probabilities = model.predict_proba(inputs) if isinstance(model, LogregModel) else cnn_predict_proba(model, inputs)

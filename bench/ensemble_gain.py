@@ -1,0 +1,125 @@
+"""Single CNNs against their ensemble, fold by fold, with the train job's own procedure.
+
+Usage::
+
+    python bench/ensemble_gain.py --table T [--taxonomies core6,ravdess8] [--members 2]
+        [--folds 1,2,3,4,5,6] [--parallel 2] [--config conf/train_cnn.toml] [--set cnn.max_epochs=40 ...]
+
+``T`` is a features table written by ``jobs/extract_features.py`` (e.g. from
+``../shared/data/ravdess-speech-16k``). For every taxonomy and chosen fold of the config's
+speaker-independent split, fits the fold's model as ``jobs/train.py --set cnn.ensemble=N`` does
+(same splits, seeds, inner validation and early stopping), then scores each member network alone
+and the ensemble on the fold's held-out speakers. Member 1 is the network that
+``cnn.ensemble = 1`` trains. Prints UA per fold and the mean over the chosen folds, side by side;
+the final refit of ``jobs/train.py`` is skipped, so a fold costs N networks. ``--parallel P`` runs
+P folds at once, each with one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jobs._spark import build_spark  # noqa: E402
+from ser_udfs.feature_table import columns_for, read_feature_table  # noqa: E402
+from ser_udfs.settings import resolve_config  # noqa: E402
+from training.cnn import networks  # noqa: E402
+from training.splits import make_splits  # noqa: E402
+from training.taxonomy import load_taxonomy  # noqa: E402
+from training.trainer import TrainConfig, evaluate_split, fit_model, prepare_training_data  # noqa: E402
+
+_FRAME: pd.DataFrame | None = None
+
+
+def _init_worker(frame: pd.DataFrame, log_level: str) -> None:
+    import torch
+
+    global _FRAME
+    _FRAME = frame
+    torch.set_num_threads(1)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(message)s")
+
+
+def _fold(config: TrainConfig, fold: int) -> dict:
+    """Fit fold ``fold`` (1-based) of ``config``'s split; UA of each member and of the ensemble."""
+    assert _FRAME is not None
+    started = time.perf_counter()
+    data, _ = prepare_training_data(_FRAME, config, load_taxonomy(config.taxonomy))
+    split = make_splits(data.frame, config.split, seed=config.seed)[fold - 1]
+    model, _ = fit_model(data, split.train_index, config, seed=config.seed + fold - 1, log_prefix=f"{split.name}: ")
+    members = [evaluate_split(network, data, split)["metrics"]["ua"] for network in networks(model)]
+    ensemble = evaluate_split(model, data, split)["metrics"]["ua"]
+    return {"members": members, "ensemble": ensemble, "seconds": time.perf_counter() - started}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table", required=True, help="a features table (jobs/extract_features.py --output)")
+    parser.add_argument("--taxonomies", default="core6,ravdess8")
+    parser.add_argument("--members", type=int, default=2)
+    parser.add_argument("--folds", help="1-based folds to run, comma-separated (default: all)")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--config", default=str(ROOT / "conf" / "train_cnn.toml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--log-level", default="WARNING", help="of the training workers (INFO: one line per epoch)")
+    args = parser.parse_args(argv)
+    if args.members < 2:
+        parser.error("--members must be at least 2")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    configs = {
+        taxonomy: resolve_config(TrainConfig, args.config, [
+            'model="cnn"', f'taxonomy="{taxonomy}"', f"cnn.ensemble={args.members}", *args.set,
+        ])
+        for taxonomy in args.taxonomies.split(",")
+    }
+    first = next(iter(configs.values()))
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(1, first.split.folds + 1))
+    spark = build_spark("ser-bench-ensemble")
+    frame, _ = read_feature_table(spark, args.table, feature_columns=columns_for(first.cnn.inputs))
+
+    tasks = [(taxonomy, fold) for taxonomy in configs for fold in folds]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.parallel, mp_context=context, initializer=_init_worker, initargs=(frame, args.log_level)) as pool:
+        futures = {task: pool.submit(_fold, configs[task[0]], task[1]) for task in tasks}
+        results = {}
+        for task, future in futures.items():
+            results[task] = future.result()
+            print(f"{task[0]} fold {task[1]}: {json.dumps(results[task])}", flush=True)
+
+    print()
+    members = [f"member {k + 1}" for k in range(args.members)]
+    print(f"UA per fold ({first.split.describe()}, {len(folds)} of {first.split.folds} folds), "
+          f"{args.members} networks against their ensemble")
+    print("| taxonomy | fold | " + " | ".join(members) + " | mean of members | ensemble | gain |")
+    print("|---" * (args.members + 5) + "|")
+    for taxonomy in configs:
+        rows = [results[(taxonomy, fold)] for fold in folds]
+        for fold, row in zip(folds + ["mean"], rows + [None]):
+            if row is None:
+                singles = np.mean([r["members"] for r in rows], axis=0)
+                ensemble = float(np.mean([r["ensemble"] for r in rows]))
+            else:
+                singles, ensemble = np.array(row["members"]), row["ensemble"]
+            cells = [f"{value:.3f}" for value in singles]
+            mean = float(singles.mean())
+            print(f"| {taxonomy} | {fold} | " + " | ".join(cells) + f" | {mean:.3f} | {ensemble:.3f} | {ensemble - mean:+.3f} |")
+    seconds = [results[task]["seconds"] for task in tasks]
+    print(f"\nfold wall time: {np.mean(seconds) / 60:.1f} min mean ({args.parallel} at once, one torch thread each)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
