@@ -1,16 +1,20 @@
-"""Single CNNs against their ensemble, fold by fold, with the train job's own procedure.
+"""Single CNNs against their ensemble (and its fusion with a stats model), fold by fold, with the
+train job's own procedure.
 
 Usage::
 
     python bench/ensemble_gain.py --table T [--taxonomies core6,ravdess8] [--members 2]
         [--folds 1,2,3,4,5,6] [--parallel 2] [--config conf/train_cnn.toml] [--set cnn.max_epochs=40 ...]
+        [--set cnn.stats_fusion_weight=0.35]
 
 ``T`` is a features table written by ``jobs/extract_features.py`` (e.g. from
 ``../shared/data/ravdess-speech-16k``). For every taxonomy and chosen fold of the config's
 speaker-independent split, fits the fold's model as ``jobs/train.py --set cnn.ensemble=N`` does
 (same splits, seeds, inner validation and early stopping), then scores each member network alone
 and the ensemble on the fold's held-out speakers. Member 1 is the network that
-``cnn.ensemble = 1`` trains. Prints UA per fold and the mean over the chosen folds, side by side;
+``cnn.ensemble = 1`` trains. With ``--set cnn.stats_fusion_weight=W`` it also scores the stats
+model alone and the fused model (what the bundle predicts). Prints UA per fold and the mean over
+the chosen folds, side by side;
 the final refit of ``jobs/train.py`` is skipped, so a fold costs N networks. ``--parallel P`` runs
 P folds at once, each with one torch thread.
 """
@@ -37,6 +41,8 @@ from jobs._spark import build_spark  # noqa: E402
 from ser_udfs.feature_table import columns_for, read_feature_table  # noqa: E402
 from ser_udfs.settings import resolve_config  # noqa: E402
 from training.cnn import networks  # noqa: E402
+from training.fusion import FusedModel  # noqa: E402
+from training.metrics import classification_metrics  # noqa: E402
 from training.splits import make_splits  # noqa: E402
 from training.taxonomy import load_taxonomy  # noqa: E402
 from training.trainer import TrainConfig, evaluate_split, fit_model, prepare_training_data  # noqa: E402
@@ -60,9 +66,18 @@ def _fold(config: TrainConfig, fold: int) -> dict:
     data, _ = prepare_training_data(_FRAME, config, load_taxonomy(config.taxonomy))
     split = make_splits(data.frame, config.split, seed=config.seed)[fold - 1]
     model, _ = fit_model(data, split.train_index, config, seed=config.seed + fold - 1, log_prefix=f"{split.name}: ")
-    members = [evaluate_split(network, data, split)["metrics"]["ua"] for network in networks(model)]
-    ensemble = evaluate_split(model, data, split)["metrics"]["ua"]
-    return {"members": members, "ensemble": ensemble, "seconds": time.perf_counter() - started}
+    cnn = model.cnn if isinstance(model, FusedModel) else model
+    result = {
+        "members": [evaluate_split(network, data, split)["metrics"]["ua"] for network in networks(cnn)],
+        "ensemble": evaluate_split(cnn, data, split)["metrics"]["ua"],
+    }
+    if isinstance(model, FusedModel):
+        assert data.stats is not None
+        rows = split.test_index[data.is_original[split.test_index]]
+        predicted = model.stats_model.predict_proba(data.stats[rows]).argmax(axis=1)
+        result["stats"] = classification_metrics(data.targets[rows], predicted, data.labels)["ua"]
+        result["fused"] = evaluate_split(model, data, split)["metrics"]["ua"]
+    return {**result, "seconds": time.perf_counter() - started}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--log-level", default="WARNING", help="of the training workers (INFO: one line per epoch)")
     args = parser.parse_args(argv)
-    if args.members < 2:
-        parser.error("--members must be at least 2")
+    if args.members < 1:
+        parser.error("--members must be at least 1")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     configs = {
         taxonomy: resolve_config(TrainConfig, args.config, [
@@ -88,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(configs.values()))
     folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(1, first.split.folds + 1))
     spark = build_spark("ser-bench-ensemble")
-    frame, _ = read_feature_table(spark, args.table, feature_columns=columns_for(first.cnn.inputs))
+    frame, _ = read_feature_table(spark, args.table, feature_columns=columns_for(first.feature_inputs()))
 
     tasks = [(taxonomy, fold) for taxonomy in configs for fold in folds]
     context = multiprocessing.get_context("spawn")
@@ -101,21 +116,22 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     members = [f"member {k + 1}" for k in range(args.members)]
+    fused = first.cnn.stats_fusion_weight > 0
+    extra = ["stats model", f"fused ({first.cnn.stats_fusion_weight:g})"] if fused else []
     print(f"UA per fold ({first.split.describe()}, {len(folds)} of {first.split.folds} folds), "
-          f"{args.members} networks against their ensemble")
-    print("| taxonomy | fold | " + " | ".join(members) + " | mean of members | ensemble | gain |")
-    print("|---" * (args.members + 5) + "|")
+          f"{args.members} networks against their ensemble" + (" and its fusion with the stats model" if fused else ""))
+    print("| taxonomy | fold | " + " | ".join(members + ["mean of members", "ensemble", "gain", *extra]) + " |")
+    print("|---" * (args.members + 5 + len(extra)) + "|")
     for taxonomy in configs:
         rows = [results[(taxonomy, fold)] for fold in folds]
         for fold, row in zip(folds + ["mean"], rows + [None]):
             if row is None:
-                singles = np.mean([r["members"] for r in rows], axis=0)
-                ensemble = float(np.mean([r["ensemble"] for r in rows]))
-            else:
-                singles, ensemble = np.array(row["members"]), row["ensemble"]
-            cells = [f"{value:.3f}" for value in singles]
+                row = {key: np.mean([r[key] for r in rows], axis=0) for key in rows[0] if key != "seconds"}
+            singles, ensemble = np.array(row["members"]), float(row["ensemble"])
             mean = float(singles.mean())
-            print(f"| {taxonomy} | {fold} | " + " | ".join(cells) + f" | {mean:.3f} | {ensemble:.3f} | {ensemble - mean:+.3f} |")
+            cells = [f"{value:.3f}" for value in singles] + [f"{mean:.3f}", f"{ensemble:.3f}", f"{ensemble - mean:+.3f}"]
+            cells += [f"{float(row[key]):.3f}" for key in ("stats", "fused") if fused]
+            print(f"| {taxonomy} | {fold} | " + " | ".join(cells) + " |")
     seconds = [results[task]["seconds"] for task in tasks]
     print(f"\nfold wall time: {np.mean(seconds) / 60:.1f} min mean ({args.parallel} at once, one torch thread each)")
     return 0

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--output {args.output} exists and is not a folder")
 
     spark = build_spark("ser-train")
-    columns = columns_for(config.cnn.inputs if config.model == "cnn" else ["stats"])
+    columns = columns_for(config.feature_inputs())
     frame, manifest = read_feature_table(spark, args.features, feature_columns=columns)
     log.info("%d labelled rows from %s", len(frame), args.features)
     runner = None

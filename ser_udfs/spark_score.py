@@ -186,7 +186,9 @@ def bundle_files(bundle_path: str | Path) -> dict[str, bytes]:
     """The files of a bundle that loading needs, by name (small: JSON and safetensors)."""
     from training.bundle import REQUIRED_FILES
 
-    return {name: (Path(bundle_path) / name).read_bytes() for name in REQUIRED_FILES}
+    path = Path(bundle_path)
+    names = sorted({*REQUIRED_FILES, *(weights.name for weights in path.glob("*.safetensors"))})
+    return {name: (path / name).read_bytes() for name in names}
 
 
 def load_scoring_model(bundle_dir: str | Path) -> "Bundle":

@@ -122,6 +122,20 @@ def test_a_window_the_model_cannot_take_is_refused_before_spark_starts(bundle_di
     assert not (tmp_path / "out").exists()
 
 
+def test_a_model_that_standardises_stats_per_speaker_is_refused(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+    from training.bundle import load_bundle, save_bundle
+
+    tiny = load_bundle(bundle_dir)
+    per_speaker = save_bundle(
+        tmp_path / "per-speaker", model=tiny.model, taxonomy=tiny.taxonomy, labels=tiny.labels,
+        feature_config=tiny.feature_config, training={"note": "tests"}, metrics={}, stats_normalisation="speaker",
+    )
+    status = run(main, ["--input", str(tmp_path), "--model", str(per_speaker), "--output", str(tmp_path / "out")])
+    assert status == 2
+    assert "several clips per speaker" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 class _Counter:
     def __init__(self) -> None:
         self.value = 0

@@ -110,3 +110,18 @@ def test_ensemble_bench_scores_each_member_and_their_ensemble_per_fold(tables, c
     assert mean == pytest.approx((member_1 + member_2) / 2, abs=1e-3)
     assert gain == pytest.approx(ensemble - mean, abs=2e-3)
     assert "1 of 2 folds" in printed
+
+
+def test_ensemble_bench_with_a_stats_model_scores_it_and_the_fusion(tables, capsys) -> None:
+    from bench import ensemble_gain
+
+    argv = ["--table", str(tables["default"]), "--taxonomies", "basic4", "--members", "1", "--folds", "1",
+            "--set", "split.folds=2", "--set", "cnn.max_epochs=1", "--set", "cnn.channels=[8, 8]",
+            "--set", "cnn.stats_fusion_weight=0.35"]
+    assert ensemble_gain.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "and its fusion with the stats model" in printed and "| fused (0.35) |" in printed
+    row = next(line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| basic4 | 1 |"))
+    member, mean, ensemble, gain, stats, fused = (float(cell) for cell in row[2:])
+    assert member == mean == ensemble and gain == 0.0  # one network is its own ensemble
+    assert 0.0 <= min(stats, fused) and max(stats, fused) <= 1.0

@@ -63,6 +63,37 @@ def test_training_is_deterministic_for_a_seed(config: CnnConfig) -> None:
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("change", [
+    {"device": "tpu"}, {"stats_fusion_weight": 1.0}, {"stats_fusion_weight": -0.1}, {"stats_normalisation": "corpus"},
+    {"stats_regularisation_c": 0.0},
+])
+def test_bad_device_and_stats_fusion_settings_are_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="cnn\\."):
+        replace(CONFIG, **change)
+
+
+def test_training_on_a_gpu_torch_cannot_see_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    features, labels = _data()
+    config = replace(CONFIG, device="cuda")
+    model = build_model(config, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=5)
+    with pytest.raises(UserError, match="no GPU"):
+        train_model(model, features, labels, config, seed=5)
+
+
+def test_auto_device_without_a_gpu_trains_on_the_cpu_like_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    features, labels = _data()
+    weights = []
+    for device in ("cpu", "auto"):
+        config = replace(CONFIG, device=device)
+        model = build_model(config, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=5)
+        train_model(model, features, labels, config, seed=5)
+        weights.append(_weights(model))
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_early_stopping_restores_the_best_epoch() -> None:
     features, labels = _data()
     config = replace(CONFIG, max_epochs=8, patience=2, early_stopping_tolerance_se=0.0)

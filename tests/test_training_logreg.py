@@ -46,3 +46,8 @@ def test_tensors_round_trip_and_shape_checks() -> None:
         model.predict_proba(stats[:, :4])
     with pytest.raises(UserError, match="only 1 class"):
         fit_logreg(stats, np.zeros(60, dtype=int), n_classes=3, config=LogregConfig(), seed=0)
+
+
+def test_an_unknown_stats_normalisation_is_refused() -> None:
+    with pytest.raises(ValueError, match="logreg.normalisation"):
+        LogregConfig(normalisation="corpus")

@@ -13,12 +13,15 @@ import torch
 
 from ser_udfs.errors import UserError
 from ser_udfs.feature_config import FeatureConfig, MelConfig
-from training.bundle import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_bundle
+from training.bundle import CONFIG_FILE, METRICS_FILE, STATS_MODEL_FILE, WEIGHTS_FILE, load_bundle
 from training.cnn import CnnConfig
 from training.cnn import predict_proba as cnn_predict_proba
 from training.dataset import feature_batch
-from training.evaluate import EVALUATION_FILE, PREDICTIONS_FILE, evaluate_frame
-from training.splits import SplitConfig
+from training.evaluate import EVALUATION_FILE, PREDICTIONS_FILE, evaluate_frame, predict_frame
+from training.fusion import fuse_probabilities
+from training.logreg import LogregConfig
+from training.speaker_norm import speaker_standardise
+from training.splits import SplitConfig, speaker_keys
 from training.trainer import CONFUSION_PLOT, CURVES_PLOT, TrainConfig, train_from_frame
 
 torch.set_num_threads(1)
@@ -123,6 +126,44 @@ def test_cnn_ensemble_trains_each_member_and_round_trips(frame: pd.DataFrame, tm
     assert np.abs(first - second).max() > 1e-4
     np.testing.assert_allclose(bundle.predict_proba(batch), (first + second) / 2, atol=1e-6)
     np.testing.assert_array_equal(bundle.predict_proba(batch), load_bundle(tmp_path).predict_proba(batch))
+
+
+def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFrame, tmp_path: Path) -> None:
+    cnn = replace(TINY_CNN, stats_fusion_weight=0.4, stats_normalisation="speaker")
+    train_from_frame(frame, basic4("cnn", cnn=cnn), feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["inputs"] == ["log_mel", "stats"] and config["stats_normalisation"] == "speaker"
+    assert config["stats_fusion"] == {"weight": 0.4, "n_stats": N_STATS}
+    assert set(config["weights_sha256"]) == {WEIGHTS_FILE, STATS_MODEL_FILE}
+    bundle = load_bundle(tmp_path)
+    mapped = frame[frame["label"].isin(LABELS)].reset_index(drop=True)
+    batch, groups = feature_batch(mapped, ["log_mel", "stats"]), speaker_keys(mapped)
+    with pytest.raises(UserError, match="several clips per speaker"):
+        bundle.predict_proba(batch)
+    fused = bundle.predict_proba(batch, groups)
+    cnn_alone = cnn_predict_proba(bundle.model, batch["log_mel"])
+    stats_alone = bundle.stats_model.predict_proba(speaker_standardise(batch["stats"], groups))
+    np.testing.assert_allclose(fused, fuse_probabilities(cnn_alone, stats_alone, 0.4), atol=1e-6)
+    assert np.abs(fused - cnn_alone).max() > 1e-2
+    np.testing.assert_array_equal(fused, load_bundle(tmp_path).predict_proba(batch, groups))
+    # Evaluation batches by speaker, so any batch size gives the whole table's figures.
+    np.testing.assert_allclose(predict_frame(bundle, mapped, batch_rows=7), fused, atol=1e-6)
+
+
+def test_speaker_standardised_logreg_removes_speaker_offsets(tmp_path: Path) -> None:
+    frame = synthetic_frame(n_speakers=8, augmented=False)
+    offsets = np.random.default_rng(5).normal(0, 6, (8, N_STATS))
+    frame["stats"] = [stats + offsets[int(speaker)] for stats, speaker in zip(frame["stats"], frame["speaker"])]
+    ua = {}
+    for normalisation in ("global", "speaker"):
+        config = replace(basic4("logreg", folds=4), logreg=LogregConfig(normalisation=normalisation))
+        result = train_from_frame(frame, config, feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path / normalisation)
+        ua[normalisation] = result["metrics"]["ua"]["mean"]
+    assert ua["speaker"] > 0.9 and ua["speaker"] > ua["global"] + 0.15, ua
+    bundle = load_bundle(tmp_path / "speaker")
+    assert bundle.needs_speaker_groups and not load_bundle(tmp_path / "global").needs_speaker_groups
+    evaluation = evaluate_frame(frame, tmp_path / "speaker", tmp_path / "eval", feature_config=FEATURE_CONFIG.to_dict())
+    assert evaluation["metrics"]["ua"] > 0.9
 
 
 @pytest.fixture(scope="module")

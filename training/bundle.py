@@ -7,6 +7,8 @@ Layout::
                                 seed, hyper-parameters, library versions
     BUNDLE/model.safetensors    weights (CNN state dict, an ensemble's members under ``members.K.``;
                                 logreg scaler mean/scale, coef, intercept)
+    BUNDLE/stats_model.safetensors  a CNN's fused stats model (``cnn.stats_fusion_weight > 0``):
+                                logreg tensors; ``stats_fusion`` in ``config.json`` holds its weight
     BUNDLE/metrics.json         test metrics (per fold and mean ± std for cross-validation)
     BUNDLE/*.png                confusion matrix, training curves
 
@@ -16,7 +18,9 @@ written last, so a bundle whose writing was interrupted is refused on loading.
 :func:`load_bundle` verifies a bundle (files present, known model kind, feature config
 consistent with its version, tensor names and shapes matching the architecture) and returns a
 :class:`Bundle` whose :meth:`Bundle.predict_proba` takes feature arrays as the project's
-feature code computes them, so scoring can feed fresh features without Spark.
+feature code computes them, so scoring can feed fresh features without Spark. A model that
+standardises stats per speaker (``stats_normalisation = "speaker"`` in ``config.json``) also
+needs each row's speaker (``groups``) and several clips per speaker.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from ser_udfs.feature_config import FeatureConfig
 from ser_udfs.settings import from_dict, to_dict
 from training.cnn import CnnArchitecture, CnnEnsemble, CnnModel, EmotionCnn, model_input
 from training.cnn import predict_proba as cnn_predict_proba
+from training.fusion import FusedModel, fuse_probabilities
 from training.logreg import LogregModel
+from training.speaker_norm import STATS_NORMALISATIONS, StatsNormalisation, speaker_standardise
 from training.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -46,6 +52,7 @@ BUNDLE_FORMAT = 1
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "model.safetensors"
+STATS_MODEL_FILE = "stats_model.safetensors"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE)
 # Transformer kinds (training.hf_audio) keep a Hugging Face encoder; their model writes and reads its own weights.
 TRANSFORMER_KINDS = ("wav2vec2", "embed-logreg", "embed-mlp")
@@ -67,12 +74,17 @@ class Bundle:
     model
         :class:`~training.logreg.LogregModel`, :class:`~training.cnn.EmotionCnn` or
         :class:`~training.cnn.CnnEnsemble`.
+    stats_model
+        A CNN's fused stats model (:mod:`training.fusion`), else ``None``.
     """
 
-    def __init__(self, path: Path, config: dict[str, Any], model: LogregModel | CnnModel) -> None:
+    def __init__(
+        self, path: Path, config: dict[str, Any], model: LogregModel | CnnModel, stats_model: LogregModel | None = None
+    ) -> None:
         self.path = path
         self.config = config
         self.model = model
+        self.stats_model = stats_model
         self.feature_config = FeatureConfig.from_dict(config["feature_config"])
         self.taxonomy = Taxonomy.from_dict(config["taxonomy"])
 
@@ -91,7 +103,12 @@ class Bundle:
         """Feature arrays :meth:`predict_proba` needs (``stats``, or ``log_mel`` [+ ``mfcc``])."""
         return tuple(self.config["inputs"])
 
-    def predict_proba(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    @property
+    def needs_speaker_groups(self) -> bool:
+        """Whether :meth:`predict_proba` needs each row's speaker (stats standardised per speaker)."""
+        return self.config.get("stats_normalisation") == "speaker"
+
+    def predict_proba(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None = None) -> np.ndarray:
         """Class probabilities for a batch of clips.
 
         Parameters
@@ -99,6 +116,9 @@ class Bundle:
         batch
             Feature arrays as the feature code computes them: ``{"log_mel": [n, n_mels,
             frames], "mfcc": [n, c, frames], "stats": [n, d]}``; only :attr:`inputs` are used.
+        groups
+            ``[n]`` speaker key per clip; required when :attr:`needs_speaker_groups`, and then the
+            batch must hold all the clips of each of its speakers.
 
         Returns
         -------
@@ -108,21 +128,39 @@ class Bundle:
         if self.model_kind in TRANSFORMER_KINDS:
             return self.model.predict_proba(batch)
         if isinstance(self.model, LogregModel):
-            if "stats" not in batch:
-                raise UserError("the model needs the 'stats' feature, which the input does not have")
-            return self.model.predict_proba(batch["stats"])
-        features = model_input(batch, self.inputs)
+            return self.model.predict_proba(self._stats(batch, groups))
+        cnn_inputs = tuple(name for name in self.inputs if name != "stats")
+        features = model_input(batch, cnn_inputs)
         expected_rows = sum(self.model.architecture.input_rows)
         if features.shape[1] != expected_rows:
             raise UserError(
-                f"the model takes {self.inputs} with {list(self.model.architecture.input_rows)} rows, "
+                f"the model takes {cnn_inputs} with {list(self.model.architecture.input_rows)} rows, "
                 f"got {features.shape[1]} rows in total"
             )
-        return cnn_predict_proba(self.model, features)
+        if self.stats_model is None:
+            return cnn_predict_proba(self.model, features)
+        stats = self._stats(batch, groups)
+        probabilities = cnn_predict_proba(self.model, features)
+        return fuse_probabilities(probabilities, self.stats_model.predict_proba(stats), float(self.config["stats_fusion"]["weight"]))
 
-    def predict(self, batch: Mapping[str, np.ndarray]) -> list[str]:
+    def predict(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None = None) -> list[str]:
         """The most probable label per clip, ``[n]``."""
-        return [self.labels[index] for index in self.predict_proba(batch).argmax(axis=1)]
+        return [self.labels[index] for index in self.predict_proba(batch, groups).argmax(axis=1)]
+
+    def _stats(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None) -> np.ndarray:
+        """``batch``'s stats vectors ``[n, d]``, standardised per speaker if the model was trained so."""
+        if "stats" not in batch:
+            raise UserError("the model needs the 'stats' feature, which the input does not have")
+        if not self.needs_speaker_groups:
+            return batch["stats"]
+        if groups is None:
+            raise UserError(
+                f"the model bundle {self.path} standardises the stats of each speaker with that speaker's "
+                "other clips, so it needs the speaker of every clip and several clips per speaker "
+                "(jobs/evaluate.py groups a table's rows by corpus and speaker); it cannot score clips or "
+                "call windows one by one: use a model trained with logreg.normalisation = \"global\""
+            )
+        return speaker_standardise(batch["stats"], groups)
 
     def check_feature_config(self, other: FeatureConfig | Mapping[str, Any], *, source: str) -> None:
         """Refuse features computed with a different config than the model was trained on.
@@ -150,12 +188,13 @@ class Bundle:
 def save_bundle(
     output_dir: str | Path,
     *,
-    model: LogregModel | CnnModel,
+    model: LogregModel | CnnModel | FusedModel,
     taxonomy: Taxonomy,
     labels: Sequence[str],
     feature_config: FeatureConfig,
     training: Mapping[str, Any],
     metrics: Mapping[str, Any],
+    stats_normalisation: StatsNormalisation = "global",
 ) -> Path:
     """Write a bundle directory (weights, metrics, then ``config.json``).
 
@@ -174,6 +213,9 @@ def save_bundle(
         hyper-parameters); stored under ``"training"``.
     metrics
         JSON-serialisable metrics, written to ``metrics.json``.
+    stats_normalisation
+        How the stats vectors of a logreg or fused stats model were normalised (``"speaker"``:
+        per speaker, which prediction then repeats).
     """
     from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import save_file as save_torch
@@ -188,15 +230,24 @@ def save_bundle(
         "feature_config": feature_config.to_dict(),
         "feature_config_version": feature_config.version(),
     }
+    (path / STATS_MODEL_FILE).unlink(missing_ok=True)
     if isinstance(model, LogregModel):
         save_numpy({name: np.ascontiguousarray(array) for name, array in model.tensors().items()}, path / WEIGHTS_FILE)
-        config.update(model_kind="logreg", inputs=["stats"], architecture={"n_stats": model.n_stats})
+        config.update(model_kind="logreg", inputs=["stats"], architecture={"n_stats": model.n_stats},
+                      stats_normalisation=stats_normalisation)
     elif hasattr(model, "save_weights"):  # transformer models: weights, model_kind, inputs, architecture
         config.update(model.save_weights(path))
     else:
-        state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+        cnn = model.cnn if isinstance(model, FusedModel) else model
+        state = {name: tensor.detach().contiguous() for name, tensor in cnn.state_dict().items()}
         save_torch(state, str(path / WEIGHTS_FILE))
-        config.update(model_kind="cnn", inputs=list(model.architecture.inputs), architecture=to_dict(model.architecture))
+        config.update(model_kind="cnn", inputs=list(cnn.architecture.inputs), architecture=to_dict(cnn.architecture))
+        if isinstance(model, FusedModel):
+            tensors = model.stats_model.tensors()
+            save_numpy({name: np.ascontiguousarray(array) for name, array in tensors.items()}, path / STATS_MODEL_FILE)
+            config["inputs"].append("stats")
+            config.update(stats_fusion={"weight": model.weight, "n_stats": model.stats_model.n_stats},
+                          stats_normalisation=stats_normalisation)
     config["training"] = dict(training)
     config["library_versions"] = library_versions()
     config["created_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -251,21 +302,29 @@ def load_bundle(path: str | Path) -> Bundle:
         model = load_transformer_model(path, config, len(labels))
     else:
         model = _load_logreg(path, len(labels)) if kind == "logreg" else _load_cnn(path, config, len(labels))
+    stats_model = None
+    if kind == "cnn" and "stats_fusion" in config:
+        stats_model = _load_logreg(path, len(labels), STATS_MODEL_FILE)
+        weight = (config.get("stats_fusion") or {}).get("weight")
+        if not isinstance(weight, (int, float)) or not 0 < weight < 1:
+            raise UserError(f"model bundle {path}: stats_fusion.weight in {CONFIG_FILE} must lie in (0, 1), got {weight!r}")
+    if config.get("stats_normalisation", "global") not in STATS_NORMALISATIONS:
+        raise UserError(f"model bundle {path}: unknown stats_normalisation {config.get('stats_normalisation')!r}")
     if config.get("weights_sha256") != _weight_digests(path):
         raise UserError(
             f"model bundle {path}: its *.safetensors files do not match the checksums in {CONFIG_FILE} "
             "(changed, added or removed after training); train it again"
         )
-    return Bundle(path, config, model)
+    return Bundle(path, config, model, stats_model)
 
 
-def _load_logreg(path: Path, n_classes: int) -> LogregModel:
+def _load_logreg(path: Path, n_classes: int, file_name: str = WEIGHTS_FILE) -> LogregModel:
     from safetensors.numpy import load_file
 
     try:
-        tensors = load_file(path / WEIGHTS_FILE)
+        tensors = load_file(path / file_name)
     except Exception as exc:  # safetensors raises its own error types for a corrupt file
-        raise UserError(f"model bundle {path}: cannot read {WEIGHTS_FILE} ({exc})") from None
+        raise UserError(f"model bundle {path}: cannot read {file_name} ({exc})") from None
     try:
         return LogregModel.from_tensors(tensors, n_classes=n_classes)
     except UserError as exc:
@@ -281,7 +340,8 @@ def _load_cnn(path: Path, config: Mapping[str, Any], n_classes: int) -> CnnModel
         raise UserError(f"model bundle {path}: bad CNN architecture in {CONFIG_FILE} ({exc})") from None
     if architecture.members < 1:
         raise UserError(f"model bundle {path}: architecture.members must be at least 1, got {architecture.members}")
-    if architecture.n_classes != n_classes or list(architecture.inputs) != list(config.get("inputs", [])):
+    fused_inputs = ["stats"] if "stats_fusion" in config else []
+    if architecture.n_classes != n_classes or [*architecture.inputs, *fused_inputs] != list(config.get("inputs", [])):
         raise UserError(f"model bundle {path}: the architecture does not match the labels or inputs in {CONFIG_FILE}")
     model = CnnEnsemble(architecture) if architecture.members > 1 else EmotionCnn(architecture)
     try:

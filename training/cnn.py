@@ -45,7 +45,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ser_udfs.embeddings import resolve_device
 from ser_udfs.errors import UserError
+from training.speaker_norm import STATS_NORMALISATIONS, StatsNormalisation
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,13 @@ MIN_FRAMES = 16
 
 @dataclass(frozen=True)
 class CnnConfig:
-    """Architecture and training settings of the CNN (``[cnn]`` in ``conf/train_cnn.toml``)."""
+    """Architecture and training settings of the CNN (``[cnn]`` in ``conf/train_cnn.toml``).
+
+    ``stats_fusion_weight > 0`` also fits a class-balanced logistic regression on the stats
+    vectors, normalised as ``stats_normalisation`` says (:class:`training.logreg.LogregConfig`)
+    with ``C = stats_regularisation_c``, and fuses it with the CNN at that weight
+    (:mod:`training.fusion`).
+    """
 
     inputs: tuple[str, ...] = ("log_mel",)
     normalisation: Literal["utterance", "dataset"] = "utterance"
@@ -80,6 +88,10 @@ class CnnConfig:
     validation_fraction: float = 0.15
     torch_threads: int = 0
     ensemble: int = 1
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    stats_fusion_weight: float = 0.0
+    stats_normalisation: StatsNormalisation = "speaker"
+    stats_regularisation_c: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.inputs or set(self.inputs) - set(CNN_INPUTS) or len(set(self.inputs)) != len(self.inputs):
@@ -100,6 +112,13 @@ class CnnConfig:
             raise ValueError("cnn.ema_decay must lie in [0, 1) and cnn.gradient_clip_norm be >= 0 (0 = off)")
         if self.ensemble < 1:
             raise ValueError("cnn.ensemble must be at least 1 (the number of networks averaged)")
+        if not 0 <= self.stats_fusion_weight < 1:
+            raise ValueError("cnn.stats_fusion_weight must lie in [0, 1) (0 = no stats model)")
+        if self.stats_normalisation not in STATS_NORMALISATIONS or self.stats_regularisation_c <= 0:
+            raise ValueError(f"cnn.stats_normalisation must be one of {list(STATS_NORMALISATIONS)} and "
+                             "cnn.stats_regularisation_c positive")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"cnn.device must be cpu, cuda or auto, got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -276,13 +295,14 @@ def model_input(batch: Mapping[str, np.ndarray], inputs: tuple[str, ...]) -> np.
 
 
 def predict_proba(model: CnnModel, features: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities ``[n, n_classes]`` for features ``[n, rows, frames]``."""
+    """Class probabilities ``[n, n_classes]`` for features ``[n, rows, frames]`` (on the model's device)."""
     model.eval()
+    device = next(model.parameters()).device
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(features), batch_size):
-            logits = model(torch.from_numpy(np.ascontiguousarray(features[start : start + batch_size])))
-            outputs.append(torch.softmax(logits, dim=1).numpy())
+            logits = model(torch.from_numpy(np.ascontiguousarray(features[start : start + batch_size])).to(device))
+            outputs.append(torch.softmax(logits, dim=1).cpu().numpy())
     if not outputs:
         return np.zeros((0, model.architecture.n_classes), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float32)
@@ -345,9 +365,17 @@ def train_model(
         conditions under which the number of epochs was chosen.
     rank, world_size
         Position in a DDP group: the rank trains on its share of every batch.
+
+    The network trains on ``config.device`` and is returned on the CPU. Batch order, masks and
+    mixup partners are drawn on the CPU, so a GPU run sees the same batches as a CPU run (its
+    arithmetic, hence its weights, still differ slightly).
     """
     network: EmotionCnn = getattr(model, "module", model)
-    if world_size == 1:
+    device = resolve_device(config.device)
+    if world_size > 1 and device.type != "cpu":
+        raise UserError("distributed CNN training runs on the CPU (gloo): set cnn.device = \"cpu\"")
+    network.to(device)
+    if world_size == 1 and device.type == "cpu":
         # oneDNN's convolutions run about 1.7x faster on one core with channels-last weights (the
         # activations follow the weights); the returned network is put back in the default layout.
         network.to(memory_format=torch.channels_last)
@@ -362,9 +390,9 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=config.max_epochs * steps_per_epoch, pct_start=0.2
     )
-    class_weights = balanced_class_weights(train_labels, n_classes) if config.class_balanced else None
-    features = torch.from_numpy(np.ascontiguousarray(train_features, dtype=np.float32))
-    labels = torch.from_numpy(np.asarray(train_labels, dtype=np.int64))
+    class_weights = balanced_class_weights(train_labels, n_classes).to(device) if config.class_balanced else None
+    features = torch.from_numpy(np.ascontiguousarray(train_features, dtype=np.float32)).to(device)
+    labels = torch.from_numpy(np.asarray(train_labels, dtype=np.int64)).to(device)
     n_epochs = config.max_epochs if validation is not None else (epochs or config.max_epochs)
     # The network that is validated and returned: an EMA copy, or the trained network itself.
     averaged = copy.deepcopy(network) if config.ema_decay > 0 else network
@@ -376,8 +404,8 @@ def train_model(
         epoch_started = time.perf_counter()
         model.train()
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        own = order[:n_rows][rank::world_size]
-        total_loss = 0.0
+        own = order[:n_rows][rank::world_size].to(device)
+        total_loss = torch.zeros((), device=device)  # summed on the device: no wait for a GPU per step
         for step in range(steps_per_epoch):
             index = own[step * rank_batch : (step + 1) * rank_batch]
             loss = _training_step(
@@ -391,8 +419,8 @@ def train_model(
             scheduler.step()
             if averaged is not network:
                 _update_average(averaged, network, config.ema_decay, step=(epoch - 1) * steps_per_epoch + step)
-            total_loss += float(loss.detach()) * len(index)
-        history.train_loss.append(total_loss / max(1, n_rows // world_size))
+            total_loss += loss.detach() * len(index)
+        history.train_loss.append(float(total_loss) / max(1, n_rows // world_size))
         history.learning_rate.append(float(scheduler.get_last_lr()[0]))
         message = f"{log_prefix}epoch {epoch}/{n_epochs} train loss {history.train_loss[-1]:.3f}"
         stop = False
@@ -418,7 +446,7 @@ def train_model(
                 logger.info("%sstopping early after epoch %d", log_prefix, epoch)
             break
     network.load_state_dict(best_state if best_state is not None else averaged.state_dict())
-    network.to(memory_format=torch.contiguous_format)
+    network.to("cpu", memory_format=torch.contiguous_format)
     history.seconds = time.perf_counter() - started
     return history
 
@@ -449,7 +477,7 @@ def _training_step(
     targets = F.one_hot(labels, network.architecture.n_classes).float()
     if config.mixup_alpha > 0:
         mix = float(mixup_rng.beta(config.mixup_alpha, config.mixup_alpha))
-        partner = torch.randperm(len(labels), generator=generator)
+        partner = torch.randperm(len(labels), generator=generator).to(features.device)
         normalised = mix * normalised + (1 - mix) * normalised[partner]
         targets = mix * targets + (1 - mix) * targets[partner]
     # Through ``model`` (not ``network``) so that a DDP wrapper synchronises the gradients.
@@ -469,7 +497,7 @@ def spec_augment(normalised: torch.Tensor, config: CnnConfig, generator: torch.G
             widths = torch.randint(0, max(1, min(max_width, size // 2)) + 1, (len(masked),), generator=generator)
             starts = (torch.rand(len(masked), generator=generator) * (size - widths + 1)).long()
             positions = torch.arange(size)[None, :]
-            band = (positions >= starts[:, None]) & (positions < (starts + widths)[:, None])
+            band = ((positions >= starts[:, None]) & (positions < (starts + widths)[:, None])).to(masked.device)
             masked = masked.masked_fill(band[:, :, None] if axis == 1 else band[:, None, :], 0.0)
     return masked
 

@@ -27,12 +27,22 @@ PREDICT_BATCH_ROWS = 256
 
 
 def predict_frame(bundle: Bundle, frame: pd.DataFrame, *, batch_rows: int = PREDICT_BATCH_ROWS) -> np.ndarray:
-    """Class probabilities ``[n, len(bundle.labels)]`` for features rows, in batches of ``batch_rows``."""
-    chunks = [
-        bundle.predict_proba(feature_batch(frame.iloc[start : start + batch_rows], bundle.inputs))
-        for start in range(0, len(frame), batch_rows)
-    ]
-    return np.concatenate(chunks) if chunks else np.zeros((0, len(bundle.labels)), dtype=np.float32)
+    """Class probabilities ``[n, len(bundle.labels)]`` for features rows, in batches of ``batch_rows``.
+
+    A bundle that standardises stats per speaker gets one batch per speaker (corpus and speaker
+    columns), holding all of that speaker's rows.
+    """
+    probabilities = np.zeros((len(frame), len(bundle.labels)), dtype=np.float32)
+    if bundle.needs_speaker_groups:
+        groups = speaker_keys(frame)
+        batches = [np.flatnonzero(groups == key) for key in pd.unique(groups)]
+    else:
+        groups = None
+        batches = [np.arange(start, min(start + batch_rows, len(frame))) for start in range(0, len(frame), batch_rows)]
+    for rows in batches:
+        batch = feature_batch(frame.iloc[rows], bundle.inputs)
+        probabilities[rows] = bundle.predict_proba(batch, None if groups is None else groups[rows])
+    return probabilities
 
 
 def evaluate_frame(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ser_udfs.errors import UserError
+from training.speaker_norm import STATS_NORMALISATIONS, StatsNormalisation
 
 logger = logging.getLogger(__name__)
 
@@ -23,16 +24,22 @@ ABSENT_CLASS_LOGIT_OFFSET = 30.0
 class LogregConfig:
     """Settings of the logistic regression (``[logreg]`` in ``conf/train_logreg.toml``).
 
-    ``regularisation_c`` is scikit-learn's ``C`` (inverse L2 strength).
+    ``regularisation_c`` is scikit-learn's ``C`` (inverse L2 strength). ``normalisation``:
+    ``"global"`` standardises the stats with the training set's mean and std only; ``"speaker"``
+    first standardises each speaker's vectors with that speaker's own (:mod:`training.speaker_norm`),
+    in training and wherever the model is applied (which then needs each row's speaker).
     """
 
     regularisation_c: float = 1.0
     max_iter: int = 3000
     class_balanced: bool = True
+    normalisation: StatsNormalisation = "global"
 
     def __post_init__(self) -> None:
         if self.regularisation_c <= 0 or self.max_iter < 1:
             raise ValueError("logreg.regularisation_c must be positive and logreg.max_iter at least 1")
+        if self.normalisation not in STATS_NORMALISATIONS:
+            raise ValueError(f"logreg.normalisation must be one of {list(STATS_NORMALISATIONS)}, got {self.normalisation!r}")
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,11 @@ from training.cnn import (
 from training.cnn import predict_proba as cnn_predict_proba
 from training.cnn_distributed import DistributedRunner, train_distributed
 from training.dataset import feature_batch, label_indices, table_feature_config
+from training.fusion import FusedModel
 from training.logreg import LogregConfig, LogregModel, fit_logreg
 from training.metrics import classification_metrics, format_headline, grouped_metrics, summarise_folds
 from training.plots import plot_confusion_matrix, plot_training_curves
+from training.speaker_norm import StatsNormalisation, speaker_standardise
 from training.splits import Split, SplitConfig, holdout_split, make_splits, speaker_keys
 from training.taxonomy import Taxonomy, TaxonomyReport, apply_taxonomy, load_taxonomy
 
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 CONFUSION_PLOT = "confusion_matrix.png"
 CURVES_PLOT = "training_curves.png"
+#: What :func:`fit_model` returns.
+TrainedModel = LogregModel | CnnModel | FusedModel
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,22 @@ class TrainConfig:
     logreg: LogregConfig = field(default_factory=LogregConfig)
     cnn: CnnConfig = field(default_factory=CnnConfig)
 
+    def feature_inputs(self) -> list[str]:
+        """The features-table inputs the model reads (``stats``, or the CNN's maps [+ ``stats``])."""
+        if self.model == "logreg":
+            return ["stats"]
+        return [*self.cnn.inputs, *(["stats"] if self.cnn.stats_fusion_weight > 0 else [])]
+
     def model_settings(self) -> dict[str, Any]:
         """The hyper-parameters of the chosen model kind, as a dict."""
         return to_dict(self.cnn if self.model == "cnn" else self.logreg)
+
+    def stats_model_config(self) -> LogregConfig:
+        """The logistic regression on stats: the logreg model, or the stats model fused with the CNN."""
+        if self.model == "logreg":
+            return self.logreg
+        return LogregConfig(regularisation_c=self.cnn.stats_regularisation_c, class_balanced=self.cnn.class_balanced,
+                            normalisation=self.cnn.stats_normalisation)
 
 
 @dataclass
@@ -80,6 +97,7 @@ class TrainingData:
     inputs: np.ndarray  # [n, d] stats or [n, rows, frames] CNN input
     targets: np.ndarray  # [n]
     input_rows: tuple[int, ...]  # CNN only: rows per input map
+    stats: np.ndarray | None = None  # CNN with a stats model: [n, d] stats, normalised as cnn.stats_normalisation says
 
     @property
     def is_original(self) -> np.ndarray:
@@ -178,7 +196,7 @@ def train_from_frame(
     }
     save_bundle(
         output, model=final_model, taxonomy=taxonomy, labels=data.labels, feature_config=table_config,
-        training=training, metrics=metrics,
+        training=training, metrics=metrics, stats_normalisation=config.stats_model_config().normalisation,
     )
     logger.info("%s on %s, %s: %s", config.model, taxonomy.name, config.split.describe(), format_headline(metrics["summary"]))
     return {
@@ -210,29 +228,40 @@ def prepare_training_data(frame: pd.DataFrame, config: TrainConfig, taxonomy: Ta
             f"after mapping onto taxonomy {taxonomy.name!r} only {labels} have rows; "
             "a model needs at least two classes: check the labels of the table or pick another taxonomy"
         )
+    stats = None
     if config.model == "logreg":
-        inputs = feature_batch(mapped, ["stats"])["stats"]
+        inputs = stats_inputs(mapped, config.logreg.normalisation)
         input_rows: tuple[int, ...] = ()
     else:
         batch = feature_batch(mapped, config.cnn.inputs)
         inputs = model_input(batch, config.cnn.inputs)
         input_rows = tuple(int(batch[name].shape[1]) for name in config.cnn.inputs)
-    return TrainingData(mapped, labels, inputs, label_indices(mapped, labels), input_rows), report
+        if config.cnn.stats_fusion_weight > 0:
+            stats = stats_inputs(mapped, config.cnn.stats_normalisation)
+    return TrainingData(mapped, labels, inputs, label_indices(mapped, labels), input_rows, stats), report
+
+
+def stats_inputs(frame: pd.DataFrame, normalisation: StatsNormalisation) -> np.ndarray:
+    """The ``stats`` vectors ``[n, d]`` of ``frame``'s rows, standardised per speaker for ``"speaker"``."""
+    stats = feature_batch(frame, ["stats"])["stats"]
+    return speaker_standardise(stats, speaker_keys(frame)) if normalisation == "speaker" else stats
 
 
 def fit_model(
     data: TrainingData, rows: np.ndarray, config: TrainConfig, *, seed: int, log_prefix: str, epochs: int | None = None,
     distributed_runner: DistributedRunner | None = None,
-) -> tuple[LogregModel | CnnModel, list[tuple[str, TrainingHistory]]]:
+) -> tuple[TrainedModel, list[tuple[str, TrainingHistory]]]:
     """Fit ``config.model`` on ``rows`` (indices into ``data``), as every fold and the final refit do.
 
     The CNN early-stops on speakers held out of ``rows`` unless ``epochs`` fixes the epoch count;
-    with ``cnn.ensemble = N`` it trains N networks seeded ``member_seed(seed, k)``.
+    with ``cnn.ensemble = N`` it trains N networks seeded ``member_seed(seed, k)``; with
+    ``cnn.stats_fusion_weight > 0`` it also fits the stats model on all of ``rows``.
 
     Returns
     -------
     model
-        The fitted model (a :class:`CnnEnsemble` when N > 1).
+        The fitted model (a :class:`CnnEnsemble` when N > 1, a :class:`FusedModel` with a stats
+        model).
     histories
         Each network's training history, named by its ensemble member ("" for a single network);
         empty for logreg.
@@ -253,6 +282,8 @@ def fit_model(
         logger.info("%strain on %d rows, early-stop on %d original clips of held-out %s",
                     log_prefix, len(train_rows), len(validation_rows),
                     "speakers" if config.split.method == "speaker" else "clips")
+    if config.cnn.stats_fusion_weight > 0 and data.stats is None:
+        raise ValueError("cnn.stats_fusion_weight > 0 needs TrainingData.stats (prepare_training_data makes it)")
     n_members = config.cnn.ensemble
     members, histories = [], []
     for member in range(n_members):
@@ -275,17 +306,32 @@ def fit_model(
             )
         members.append(network)
         histories.append((name, history))
-    if n_members == 1:
-        return members[0], histories
-    architecture = CnnArchitecture.from_config(config.cnn, input_rows=data.input_rows, n_classes=n_classes)
-    return CnnEnsemble(architecture, members), histories
+    cnn: CnnModel = members[0]
+    if n_members > 1:
+        architecture = CnnArchitecture.from_config(config.cnn, input_rows=data.input_rows, n_classes=n_classes)
+        cnn = CnnEnsemble(architecture, members)
+    if config.cnn.stats_fusion_weight == 0:
+        return cnn, histories
+    assert data.stats is not None
+    stats_model = fit_logreg(data.stats[rows], data.targets[rows], n_classes=n_classes, config=config.stats_model_config(),
+                             seed=seed)
+    return FusedModel(cnn, stats_model, config.cnn.stats_fusion_weight), histories
 
 
-def evaluate_split(model: LogregModel | CnnModel, data: TrainingData, split: Split) -> dict[str, Any]:
+def predict_rows(model: TrainedModel, data: TrainingData, rows: np.ndarray) -> np.ndarray:
+    """Class probabilities ``[len(rows), n_classes]`` of ``model`` for ``rows`` of ``data``."""
+    if isinstance(model, LogregModel):
+        return model.predict_proba(data.inputs[rows])
+    if isinstance(model, FusedModel):
+        assert data.stats is not None
+        return model.predict_proba(data.inputs[rows], data.stats[rows])
+    return cnn_predict_proba(model, data.inputs[rows])
+
+
+def evaluate_split(model: TrainedModel, data: TrainingData, split: Split) -> dict[str, Any]:
     """Score the original clips of ``split``'s test side: rows, predictions, metrics and split summary."""
     rows = split.test_index[data.is_original[split.test_index]]
-    inputs = data.inputs[rows]
-    probabilities = model.predict_proba(inputs) if isinstance(model, LogregModel) else cnn_predict_proba(model, inputs)
+    probabilities = predict_rows(model, data, rows)
     predicted = probabilities.argmax(axis=1)
     return {
         "rows": rows,
