@@ -129,13 +129,14 @@ def test_cnn_ensemble_trains_each_member_and_round_trips(frame: pd.DataFrame, tm
 
 
 def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "bundle"
     cnn = replace(TINY_CNN, stats_fusion_weight=0.4, stats_normalisation="speaker")
-    train_from_frame(frame, basic4("cnn", cnn=cnn), feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path)
-    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    train_from_frame(frame, basic4("cnn", cnn=cnn), feature_config=FEATURE_CONFIG.to_dict(), output_dir=path)
+    config = json.loads((path / CONFIG_FILE).read_text())
     assert config["inputs"] == ["log_mel", "stats"] and config["stats_normalisation"] == "speaker"
     assert config["stats_fusion"] == {"weight": 0.4, "n_stats": N_STATS}
     assert set(config["weights_sha256"]) == {WEIGHTS_FILE, STATS_MODEL_FILE}
-    bundle = load_bundle(tmp_path)
+    bundle = load_bundle(path)
     mapped = frame[frame["label"].isin(LABELS)].reset_index(drop=True)
     batch, groups = feature_batch(mapped, ["log_mel", "stats"]), speaker_keys(mapped)
     with pytest.raises(UserError, match="several clips per speaker"):
@@ -145,9 +146,18 @@ def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFra
     stats_alone = bundle.stats_model.predict_proba(speaker_standardise(batch["stats"], groups))
     np.testing.assert_allclose(fused, fuse_probabilities(cnn_alone, stats_alone, 0.4), atol=1e-6)
     assert np.abs(fused - cnn_alone).max() > 1e-2
-    np.testing.assert_array_equal(fused, load_bundle(tmp_path).predict_proba(batch, groups))
+    np.testing.assert_array_equal(fused, load_bundle(path).predict_proba(batch, groups))
     # Evaluation batches by speaker, so any batch size gives the whole table's figures.
     np.testing.assert_allclose(predict_frame(bundle, mapped, batch_rows=7), fused, atol=1e-6)
+
+    bad_weight = _copy(path, tmp_path / "bad-weight")
+    _edit_config(bad_weight, stats_fusion={"weight": 1.5, "n_stats": N_STATS})
+    with pytest.raises(UserError, match="stats_fusion.weight"):
+        load_bundle(bad_weight)
+    no_stats_model = _copy(path, tmp_path / "no-stats-model")
+    (no_stats_model / STATS_MODEL_FILE).unlink()
+    with pytest.raises(UserError, match=STATS_MODEL_FILE):
+        load_bundle(no_stats_model)
 
 
 def test_speaker_standardised_logreg_removes_speaker_offsets(tmp_path: Path) -> None:

@@ -158,7 +158,8 @@ class Bundle:
                 f"the model bundle {self.path} standardises the stats of each speaker with that speaker's "
                 "other clips, so it needs the speaker of every clip and several clips per speaker "
                 "(jobs/evaluate.py groups a table's rows by corpus and speaker); it cannot score clips or "
-                "call windows one by one: use a model trained with logreg.normalisation = \"global\""
+                "call windows one by one: use a model trained with global normalisation "
+                "(logreg.normalisation or cnn.stats_normalisation = \"global\", or cnn.stats_fusion_weight = 0)"
             )
         return speaker_standardise(batch["stats"], groups)
 
@@ -305,7 +306,8 @@ def load_bundle(path: str | Path) -> Bundle:
     stats_model = None
     if kind == "cnn" and "stats_fusion" in config:
         stats_model = _load_logreg(path, len(labels), STATS_MODEL_FILE)
-        weight = (config.get("stats_fusion") or {}).get("weight")
+        fusion = config["stats_fusion"]
+        weight = fusion.get("weight") if isinstance(fusion, dict) else None
         if not isinstance(weight, (int, float)) or not 0 < weight < 1:
             raise UserError(f"model bundle {path}: stats_fusion.weight in {CONFIG_FILE} must lie in (0, 1), got {weight!r}")
     if config.get("stats_normalisation", "global") not in STATS_NORMALISATIONS:
