@@ -41,7 +41,7 @@ from ser_udfs.feature_config import FeatureConfig
 from ser_udfs.settings import from_dict, to_dict
 from training.cnn import CnnArchitecture, CnnEnsemble, CnnModel, EmotionCnn, model_input
 from training.cnn import predict_proba as cnn_predict_proba
-from training.fusion import FusedModel, fuse_probabilities
+from training.fusion import FusedModel
 from training.logreg import LogregModel
 from training.speaker_norm import STATS_NORMALISATIONS, StatsNormalisation, speaker_standardise
 from training.taxonomy import Taxonomy
@@ -139,9 +139,8 @@ class Bundle:
             )
         if self.stats_model is None:
             return cnn_predict_proba(self.model, features)
-        stats = self._stats(batch, groups)
-        probabilities = cnn_predict_proba(self.model, features)
-        return fuse_probabilities(probabilities, self.stats_model.predict_proba(stats), float(self.config["stats_fusion"]["weight"]))
+        fused = FusedModel(self.model, self.stats_model, float(self.config["stats_fusion"]["weight"]))
+        return fused.predict_proba(features, self._stats(batch, groups))
 
     def predict(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None = None) -> list[str]:
         """The most probable label per clip, ``[n]``."""

@@ -282,8 +282,6 @@ def fit_model(
         logger.info("%strain on %d rows, early-stop on %d original clips of held-out %s",
                     log_prefix, len(train_rows), len(validation_rows),
                     "speakers" if config.split.method == "speaker" else "clips")
-    if config.cnn.stats_fusion_weight > 0 and data.stats is None:
-        raise ValueError("cnn.stats_fusion_weight > 0 needs TrainingData.stats (prepare_training_data makes it)")
     n_members = config.cnn.ensemble
     members, histories = [], []
     for member in range(n_members):
