@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ser_udfs.audio import AUDIO_EXTENSIONS
+from ser_udfs.audio.decode import AUDIO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 Two comparisons, each on the same input for both sides:
 
-* decode + resample to 16 kHz: :func:`ser_udfs.audio.decode_audio` and
-  :func:`ser_udfs.preprocess.to_mono_target_rate` against ``librosa.load(path, sr=16000)``;
-* features of the project's preprocessed clip: :func:`ser_udfs.features.compute_features_batch`
+* decode + resample to 16 kHz: :func:`ser_udfs.audio.decode.decode_audio` and
+  :func:`ser_udfs.audio.preprocess.to_mono_target_rate` against ``librosa.load(path, sr=16000)``;
+* features of the project's preprocessed clip: :func:`ser_udfs.features.compute.compute_features_batch`
   against ``librosa.feature.melspectrogram`` → ``librosa.power_to_db``,
   ``librosa.feature.mfcc(S=...)`` and ``librosa.feature.zero_crossing_rate`` with the same
   settings.
@@ -17,10 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ser_udfs.audio import decode_audio
-from ser_udfs.feature_config import FeatureConfig
-from ser_udfs.features import compute_features_batch
-from ser_udfs.preprocess import condition_clip, to_mono_target_rate
+from ser_udfs.audio.decode import decode_audio
+from ser_udfs.features.config import FeatureConfig
+from ser_udfs.features.compute import compute_features_batch
+from ser_udfs.audio.preprocess import condition_clip, to_mono_target_rate
 
 #: Largest absolute difference accepted per quantity (units in :data:`UNITS`).
 TOLERANCES = {"waveform_16k": 1e-4, "log_mel": 1e-3, "mfcc": 1e-3, "zcr": 1e-6}

@@ -38,45 +38,51 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jobs._spark import build_spark  # noqa: E402
-from ser_udfs.feature_table import columns_for, read_feature_table  # noqa: E402
+from ser_udfs.spark.feature_table import columns_for, read_feature_table  # noqa: E402
+from ser_udfs.features.config import FeatureConfig  # noqa: E402
 from ser_udfs.settings import resolve_config  # noqa: E402
-from training.cnn import networks  # noqa: E402
-from training.fusion import FusedModel  # noqa: E402
+from training.models.cnn import networks  # noqa: E402
+from training.models.fusion import FusedModel  # noqa: E402
+from training.data import table_feature_config  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
 from training.splits import make_splits  # noqa: E402
 from training.taxonomy import load_taxonomy  # noqa: E402
-from training.trainer import TrainConfig, evaluate_split, fit_model, prepare_training_data  # noqa: E402
+from training.protocol import TrainConfig, evaluate_split, map_labels, model_kind  # noqa: E402
 
 _FRAME: pd.DataFrame | None = None
+_TABLE_CONFIG: FeatureConfig | None = None
 
 
-def _init_worker(frame: pd.DataFrame, log_level: str) -> None:
+def _init_worker(frame: pd.DataFrame, table_config: FeatureConfig, log_level: str) -> None:
     import torch
 
-    global _FRAME
-    _FRAME = frame
+    global _FRAME, _TABLE_CONFIG
+    _FRAME, _TABLE_CONFIG = frame, table_config
     torch.set_num_threads(1)
     logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(message)s")
 
 
 def _fold(config: TrainConfig, fold: int) -> dict:
     """Fit fold ``fold`` (1-based) of ``config``'s split; UA of each member and of the ensemble."""
-    assert _FRAME is not None
+    assert _FRAME is not None and _TABLE_CONFIG is not None
     started = time.perf_counter()
-    data, _ = prepare_training_data(_FRAME, config, load_taxonomy(config.taxonomy))
+    taxonomy = load_taxonomy(config.taxonomy)
+    kind = model_kind(config, taxonomy=taxonomy)
+    mapped, labels, _ = map_labels(_FRAME, taxonomy)
+    data = kind.training_data(mapped, labels, _TABLE_CONFIG)
     split = make_splits(data.frame, config.split, seed=config.seed)[fold - 1]
-    model, _ = fit_model(data, split.train_index, config, seed=config.seed + fold - 1, log_prefix=f"{split.name}: ")
+    model, _ = kind.fit(data, split.train_index, seed=config.seed + fold - 1, log_prefix=f"{split.name}: ", epochs=None)
     cnn = model.cnn if isinstance(model, FusedModel) else model
     result = {
-        "members": [evaluate_split(network, data, split)["metrics"]["ua"] for network in networks(cnn)],
-        "ensemble": evaluate_split(cnn, data, split)["metrics"]["ua"],
+        "members": [evaluate_split(kind, network, data, split)["metrics"]["ua"] for network in networks(cnn)],
+        "ensemble": evaluate_split(kind, cnn, data, split)["metrics"]["ua"],
     }
     if isinstance(model, FusedModel):
         assert data.stats is not None
         rows = split.test_index[data.is_original[split.test_index]]
         predicted = model.stats_model.predict_proba(data.stats[rows]).argmax(axis=1)
         result["stats"] = classification_metrics(data.targets[rows], predicted, data.labels)["ua"]
-        result["fused"] = evaluate_split(model, data, split)["metrics"]["ua"]
+        result["fused"] = evaluate_split(kind, model, data, split)["metrics"]["ua"]
     return {**result, "seconds": time.perf_counter() - started}
 
 
@@ -103,11 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(configs.values()))
     folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(1, first.split.folds + 1))
     spark = build_spark("ser-bench-ensemble")
-    frame, _ = read_feature_table(spark, args.table, feature_columns=columns_for(first.feature_inputs()))
+    frame, manifest = read_feature_table(spark, args.table, feature_columns=columns_for(first.feature_inputs()))
+    table_config = table_feature_config(frame, manifest["feature_config"])
 
     tasks = [(taxonomy, fold) for taxonomy in configs for fold in folds]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.parallel, mp_context=context, initializer=_init_worker, initargs=(frame, args.log_level)) as pool:
+    with ProcessPoolExecutor(args.parallel, mp_context=context, initializer=_init_worker, initargs=(frame, table_config, args.log_level)) as pool:
         futures = {task: pool.submit(_fold, configs[task[0]], task[1]) for task in tasks}
         results = {}
         for task, future in futures.items():

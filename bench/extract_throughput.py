@@ -12,7 +12,7 @@ clip is up-sampled once to 48 kHz 16-bit WAV, the rate of the RAVDESS originals,
 until there are ``--clips`` files in a temporary folder. Then, in one run, on the same files:
 
 1. per core: the report's per-clip code (:mod:`bench.report_baseline`) against the project's
-   per-clip function (:func:`ser_udfs.extract.extract_file`), one process, one BLAS thread,
+   per-clip function (:func:`ser_udfs.features.extract_file.extract_file`), one process, one BLAS thread,
    in alternating blocks of clips so that other load on the machine hits both alike;
 2. equivalence: the project's waveform and features against librosa's on some of the clips;
 3. on N cores (each of ``--cores``): ``multiprocessing.Pool(N)`` mapping ``extract_file`` over
@@ -47,12 +47,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script or with -m
 
 from bench import _procstat  # noqa: E402
-from bench._corpus import DEFAULT_SOURCE, BenchmarkCorpus, prepare_masters, replicate  # noqa: E402
+from bench._corpus import DEFAULT_SOURCE, BenchmarkCorpus, Masters, prepare_masters, replicate  # noqa: E402
 from bench._equivalence import compare_with_librosa  # noqa: E402
 from bench.report_baseline import report_clip_features  # noqa: E402
 from ser_udfs.errors import ClipError  # noqa: E402
-from ser_udfs.extract import ExtractOptions, clip_id_for, extract_file  # noqa: E402
-from ser_udfs.feature_config import FeatureConfig  # noqa: E402
+from ser_udfs.features.extract_file import ExtractOptions, clip_id_for, extract_file  # noqa: E402
+from ser_udfs.features.config import FeatureConfig  # noqa: E402
 
 log = logging.getLogger("bench.extract_throughput")
 
@@ -153,7 +153,7 @@ def pool_run(corpus: BenchmarkCorpus, cores: int, config: FeatureConfig, repeat:
     # A fork server that has imported the project forks the workers: they start as fast as forks
     # of this process would, without inheriting its sockets to Spark's JVM.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["ser_udfs.extract", "threadpoolctl"])
+    context.set_forkserver_preload(["ser_udfs.features.extract_file", "threadpoolctl"])
 
     def work() -> int:
         with context.Pool(cores, initializer=_pool_init, initargs=(config.to_dict(),)) as pool:
@@ -392,88 +392,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         masters = prepare_masters(args.source, scratch, sample_rate=args.sample_rate, limit=largest)
         corpus = replicate(masters, scratch / "clips", args.clips)
         log.info("input ready in %.1f s: %d files in %s", time.perf_counter() - started, args.clips, corpus.root)
-        lines = machine_lines(None)
-        print("## Machine\n", file=out)
-        print("\n".join(f"- {line}" for line in lines), file=out)
-        print(
-            f"- input: {len(corpus.paths)} files ({corpus.distinct_files} distinct, hard-linked) from {args.source}, "
-            f"{corpus.sample_rate} Hz 16-bit WAV, {corpus.audio_seconds / len(corpus.paths):.2f} s each on average\n",
-            file=out,
-        )
-
+        _print_machine(corpus, args.source, out)
         if "per-core" not in skip:
-            subset = list(corpus.paths[: min(args.per_core_clips, len(corpus.paths))])
-            seconds = corpus.audio_seconds * len(subset) / len(corpus.paths)
-            runs = per_core_speed(subset, seconds, config)
-            print("## Per core: the report's per-clip code against the project's\n", file=out)
-            print(per_core_table(runs) + "\n", file=out)
-
+            _print_per_core(corpus, args.per_core_clips, config, out)
         if "equivalence" not in skip:
-            deviations = compare_with_librosa(list(masters_paths(corpus, args.equivalence_clips)), config)
-            print(f"## Equivalence with librosa ({args.equivalence_clips} clips)\n", file=out)
-            print(
-                _table(
-                    ["quantity", "max |project - librosa|", "tolerance", "unit", "within"],
-                    [[d.name, f"{d.max_abs:.2e}", f"{d.tolerance:.0e}", d.unit, "yes" if d.ok else "NO"] for d in deviations],
-                ) + "\n",
-                file=out,
-            )
-
-        runs: list[Run] = []
-        jvm_start: dict[int, float] = {}
-        spark = None
-        warmup = replicate(masters, scratch / "warmup", args.warmup_clips) if args.warmup_clips else None
-        warmup_s: dict[int, float] = {}
-        for cores in core_counts:
-            if "spark" not in skip:
-                spark, jvm_start[cores] = start_spark(cores, spark_conf)
-                log.info("Spark local[%d] started in %.1f s", cores, jvm_start[cores])
-                if warmup is not None:
-                    warmup_s[cores] = spark_run(warmup, scratch / "spark-out", cores, 0).wall_s
-                    log.info("warm-up job (%d clips): %.1f s", args.warmup_clips, warmup_s[cores])
-            for repeat in range(args.repeats):
-                if "pool" not in skip:
-                    runs.append(pool_run(corpus, cores, config, repeat))
-                    log.info("%s: %.0f clips/s", runs[-1].pipeline, runs[-1].clips_per_s)
-                if "spark" not in skip:
-                    for label, overrides in [("", []), *variants]:
-                        runs.append(spark_run(corpus, scratch / "spark-out", cores, repeat, label=label, overrides=overrides))
-                        log.info("%s: %.0f clips/s", runs[-1].pipeline, runs[-1].clips_per_s)
-        if runs:
-            print(f"## Throughput on {', '.join(map(str, core_counts))} core(s), {args.clips} clips\n", file=out)
-            print(throughput_table(runs) + "\n", file=out)
-            for cores, seconds in jvm_start.items():
-                print(
-                    f"- Spark session start (local[{cores}]; only the first start launches the JVM), "
-                    f"not in the job's time: {seconds:.1f} s", file=out,
-                )
-            for cores, seconds in warmup_s.items():
-                print(
-                    f"- warm-up job before the timed ones (local[{cores}], {args.warmup_clips} clips: JIT, Python "
-                    f"workers' start and imports): {seconds:.1f} s",
-                    file=out,
-                )
-            for line in summary_lines(runs):
-                print(f"- {line}", file=out)
-            print(file=out)
-
+            _print_equivalence(corpus, args.equivalence_clips, config, out)
+        spark = _print_throughput(args, corpus, masters, scratch, core_counts, variants, spark_conf, skip, config, out)
         if memory_sizes and "spark" not in skip:
-            spark, _ = start_spark(core_counts[-1], spark_conf)
-            memory_runs = []
-            for size in memory_sizes:
-                sized = replicate(masters, scratch / f"clips-{size}", size)
-                memory_runs.append(spark_run(sized, scratch / "spark-out", core_counts[-1], 0))
-                shutil.rmtree(sized.root, ignore_errors=True)
-                log.info("memory check: %d clips done", size)
-            print(f"## Spark memory against input size (local[{core_counts[-1]}])\n", file=out)
-            print(
-                _table(
-                    ["clips", "wall s", "clips/s", "JVM peak MiB", "largest Python worker MiB", "all processes peak MiB"],
-                    [[run.clips, f"{run.wall_s:.1f}", f"{run.clips_per_s:.0f}", _mib(run.peak_rss.get("jvm")),
-                      _mib(run.peak_rss.get("python_worker")), _mib(run.peak_rss.get("total"))] for run in memory_runs],
-                ) + "\n",
-                file=out,
-            )
+            spark = _print_memory(masters, scratch, memory_sizes, core_counts[-1], spark_conf, out)
         load = " / ".join(f"{value:.2f}" for value in os.getloadavg())
         version = spark.version if spark is not None else None
         print(f"- load average at the end: {load}; PySpark {version or 'not used'}", file=out)
@@ -481,6 +407,112 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.work_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def _print_machine(corpus: BenchmarkCorpus, source: Any, out: Any) -> None:
+    print("## Machine\n", file=out)
+    print("\n".join(f"- {line}" for line in machine_lines(None)), file=out)
+    print(
+        f"- input: {len(corpus.paths)} files ({corpus.distinct_files} distinct, hard-linked) from {source}, "
+        f"{corpus.sample_rate} Hz 16-bit WAV, {corpus.audio_seconds / len(corpus.paths):.2f} s each on average\n",
+        file=out,
+    )
+
+
+def _print_per_core(corpus: BenchmarkCorpus, clips: int, config: FeatureConfig, out: Any) -> None:
+    subset = list(corpus.paths[: min(clips, len(corpus.paths))])
+    seconds = corpus.audio_seconds * len(subset) / len(corpus.paths)
+    runs = per_core_speed(subset, seconds, config)
+    print("## Per core: the report's per-clip code against the project's\n", file=out)
+    print(per_core_table(runs) + "\n", file=out)
+
+
+def _print_equivalence(corpus: BenchmarkCorpus, clips: int, config: FeatureConfig, out: Any) -> None:
+    deviations = compare_with_librosa(list(masters_paths(corpus, clips)), config)
+    print(f"## Equivalence with librosa ({clips} clips)\n", file=out)
+    print(
+        _table(
+            ["quantity", "max |project - librosa|", "tolerance", "unit", "within"],
+            [[d.name, f"{d.max_abs:.2e}", f"{d.tolerance:.0e}", d.unit, "yes" if d.ok else "NO"] for d in deviations],
+        ) + "\n",
+        file=out,
+    )
+
+
+def _print_throughput(
+    args: argparse.Namespace,
+    corpus: BenchmarkCorpus,
+    masters: Masters,
+    scratch: Path,
+    core_counts: Sequence[int],
+    variants: Sequence[tuple[str, list[str]]],
+    spark_conf: dict[str, str],
+    skip: set[str],
+    config: FeatureConfig,
+    out: Any,
+) -> Any:
+    """Time the Pool and the Spark job on each core count; returns the last Spark session (or None)."""
+    runs: list[Run] = []
+    jvm_start: dict[int, float] = {}
+    spark = None
+    warmup = replicate(masters, scratch / "warmup", args.warmup_clips) if args.warmup_clips else None
+    warmup_s: dict[int, float] = {}
+    for cores in core_counts:
+        if "spark" not in skip:
+            spark, jvm_start[cores] = start_spark(cores, spark_conf)
+            log.info("Spark local[%d] started in %.1f s", cores, jvm_start[cores])
+            if warmup is not None:
+                warmup_s[cores] = spark_run(warmup, scratch / "spark-out", cores, 0).wall_s
+                log.info("warm-up job (%d clips): %.1f s", args.warmup_clips, warmup_s[cores])
+        for repeat in range(args.repeats):
+            if "pool" not in skip:
+                runs.append(pool_run(corpus, cores, config, repeat))
+                log.info("%s: %.0f clips/s", runs[-1].pipeline, runs[-1].clips_per_s)
+            if "spark" not in skip:
+                for label, overrides in [("", []), *variants]:
+                    runs.append(spark_run(corpus, scratch / "spark-out", cores, repeat, label=label, overrides=overrides))
+                    log.info("%s: %.0f clips/s", runs[-1].pipeline, runs[-1].clips_per_s)
+    if runs:
+        print(f"## Throughput on {', '.join(map(str, core_counts))} core(s), {args.clips} clips\n", file=out)
+        print(throughput_table(runs) + "\n", file=out)
+        for cores, seconds in jvm_start.items():
+            print(
+                f"- Spark session start (local[{cores}]; only the first start launches the JVM), "
+                f"not in the job's time: {seconds:.1f} s", file=out,
+            )
+        for cores, seconds in warmup_s.items():
+            print(
+                f"- warm-up job before the timed ones (local[{cores}], {args.warmup_clips} clips: JIT, Python "
+                f"workers' start and imports): {seconds:.1f} s",
+                file=out,
+            )
+        for line in summary_lines(runs):
+            print(f"- {line}", file=out)
+        print(file=out)
+    return spark
+
+
+def _print_memory(
+    masters: Masters, scratch: Path, sizes: Sequence[int], cores: int, spark_conf: dict[str, str], out: Any
+) -> Any:
+    """Peak memory of the Spark job for each input size; returns the Spark session."""
+    spark, _ = start_spark(cores, spark_conf)
+    memory_runs = []
+    for size in sizes:
+        sized = replicate(masters, scratch / f"clips-{size}", size)
+        memory_runs.append(spark_run(sized, scratch / "spark-out", cores, 0))
+        shutil.rmtree(sized.root, ignore_errors=True)
+        log.info("memory check: %d clips done", size)
+    print(f"## Spark memory against input size (local[{cores}])\n", file=out)
+    print(
+        _table(
+            ["clips", "wall s", "clips/s", "JVM peak MiB", "largest Python worker MiB", "all processes peak MiB"],
+            [[run.clips, f"{run.wall_s:.1f}", f"{run.clips_per_s:.0f}", _mib(run.peak_rss.get("jvm")),
+              _mib(run.peak_rss.get("python_worker")), _mib(run.peak_rss.get("total"))] for run in memory_runs],
+        ) + "\n",
+        file=out,
+    )
+    return spark
 
 
 def masters_paths(corpus: BenchmarkCorpus, count: int) -> list[str]:

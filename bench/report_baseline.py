@@ -6,7 +6,7 @@ The report turned each file into features with librosa's high-level calls, one a
 ``librosa.feature.mfcc(n_mfcc=13)`` and ``librosa.feature.zero_crossing_rate``. Each of the
 mel and MFCC calls builds its own mel filterbank and computes its own STFT; there is no silence
 trimming, normalisation or fixed length. The project's per-clip function
-(:func:`ser_udfs.extract.extract_file`) does more (normalise, trim, pad) with one STFT per clip;
+(:func:`ser_udfs.features.extract_file.extract_file`) does more (normalise, trim, pad) with one STFT per clip;
 ``bench/extract_throughput.py`` times both on the same files.
 """
 

@@ -9,7 +9,7 @@ Usage::
 For each held-out actor, the actor's clips (those the bundle's taxonomy keeps) are put in a
 shuffled order with pauses of line noise between them (``--gap-s`` range), band-limited to
 300–3400 Hz, resampled to 8 kHz and written as µ-law WAV: one mono call per actor. The calls are
-scored with :func:`ser_udfs.calls.score_call`, and every scored window is compared with the label
+scored with :func:`ser_udfs.calls.stream.score_call`, and every scored window is compared with the label
 of the clip it overlaps most. The same clips are also classified one by one through the
 training path (decode → preprocess → features → model), clean and through the same telephone
 channel, so the table separates what the channel costs from what the call pipeline costs.
@@ -29,23 +29,22 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._corpus import DEFAULT_SOURCE  # noqa: E402
-from ser_udfs.calls import CallScoringConfig, SmoothingConfig, call_timeline, score_call  # noqa: E402
+from ser_udfs.calls.stream import CallScoringConfig, SmoothingConfig, call_timeline, score_call  # noqa: E402
 from ser_udfs.corpora import parse_clip_path  # noqa: E402
-from ser_udfs.features import compute_features_batch  # noqa: E402
-from ser_udfs.preprocess import preprocess  # noqa: E402
-from ser_udfs.spark_score import load_scoring_model  # noqa: E402
-from ser_udfs.synthetic_calls import telephone_filter, write_call  # noqa: E402
+from ser_udfs.features.compute import compute_features_batch  # noqa: E402
+from ser_udfs.audio.preprocess import preprocess, resample  # noqa: E402
+from ser_udfs.synthetic.calls import telephone_filter, write_call  # noqa: E402
+from training.inference import load_scoring_model  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
 
 log = logging.getLogger("bench.score_accuracy")
@@ -81,7 +80,7 @@ def held_out_actors(bundle_dir: Path, given: list[int] | None) -> list[int]:
 def telephone(audio: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
     """300–3400 Hz band-pass, then resampling to ``target_rate`` (``[n]`` float32)."""
     filtered = signal.sosfilt(telephone_filter(sample_rate), audio).astype(np.float32)
-    return soxr.resample(filtered, sample_rate, target_rate, quality="HQ").astype(np.float32)
+    return resample(filtered, sample_rate, target_rate, quality="HQ")
 
 
 def assemble_call(
@@ -129,17 +128,101 @@ def clip_probabilities(model, paths: list[Path], *, through_telephone: int | Non
     return np.concatenate(probabilities)
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class Tally:
+    """What the calls scored so far add up to."""
+
+    window_truth: list[int] = field(default_factory=list)
+    window_predicted: list[int] = field(default_factory=list)
+    clip_rows: list[tuple[PlacedClip, np.ndarray | None]] = field(default_factory=list)
+    timeline_agree_s: float = 0.0
+    timeline_total_s: float = 0.0
+
+
+def actor_clips(model, data: Path, actor: int) -> list[tuple[Path, str]]:
+    """The actor's clips whose label the model's taxonomy keeps: ``(path, model label)``."""
+    files = sorted(p for p in (data / f"Actor_{actor:02d}").glob("*") if p.suffix.lower() in (".wav", ".flac"))
+    clips = []
+    for path in files:
+        target = model.taxonomy.target(parse_clip_path(str(path)).label)
+        if target in model.labels:
+            clips.append((path, target))
+    return clips
+
+
+def tally_call(scores, placed: list[PlacedClip], labels: list[str], tally: Tally) -> None:
+    """Add one scored call: each window against the clip it overlaps most, each clip's mean
+    window probabilities, and the (smoothed) timeline's agreement with the clips."""
+    channel = scores.channels[0]
+    rate, window = scores.geometry.sample_rate, scores.geometry.window_samples
+    starts = np.array([clip.start_s for clip in placed]) * rate
+    ends = np.array([clip.end_s for clip in placed]) * rate
+    per_clip: dict[int, list[np.ndarray]] = {}
+    for start, probabilities in zip(channel.window_starts, channel.probabilities):
+        overlap = np.minimum(ends, start + window) - np.maximum(starts, start)
+        best = int(np.argmax(overlap))
+        if overlap[best] <= 0:
+            continue  # noise between clips taken for speech
+        tally.window_truth.append(labels.index(placed[best].label))
+        tally.window_predicted.append(int(np.argmax(probabilities)))
+        per_clip.setdefault(best, []).append(probabilities)
+    for index, clip in enumerate(placed):
+        tally.clip_rows.append((clip, np.mean(per_clip[index], axis=0) if index in per_clip else None))
+    segments, _ = call_timeline(scores, CallScoringConfig())
+    for segment in segments:
+        if segment.label is None:
+            continue
+        for clip in placed:
+            overlap = min(segment.end_s, clip.end_s) - max(segment.start_s, clip.start_s)
+            if overlap > 0:
+                tally.timeline_total_s += overlap
+                tally.timeline_agree_s += overlap * (segment.label == clip.label)
+
+
+def print_report(model, tally: Tally, labels: list[str], args: argparse.Namespace, hop_s: float) -> None:
+    """The accuracy table: clips alone (clean, telephone), clips in calls, windows, timeline."""
+    paths = [clip.path for clip, _ in tally.clip_rows]
+    truth = np.array([labels.index(clip.label) for clip, _ in tally.clip_rows])
+    clean = clip_probabilities(model, paths, through_telephone=None).argmax(axis=1)
+    phone = clip_probabilities(model, paths, through_telephone=args.sample_rate).argmax(axis=1)
+    covered = np.array([mean is not None for _, mean in tally.clip_rows])
+    in_call = np.array([np.argmax(mean) if mean is not None else -1 for _, mean in tally.clip_rows])
+    rows = [
+        ("clips alone, clean (training path)", truth, clean),
+        (f"clips alone, telephone {args.sample_rate} Hz (training path)", truth, phone),
+        ("clips in calls: mean of their windows", truth[covered], in_call[covered]),
+        ("windows in calls (label of the clip overlapped most)", np.array(tally.window_truth), np.array(tally.window_predicted)),
+    ]
+    print()
+    print(f"Accuracy through the call pipeline: {Path(args.bundle)}, actors {args.actors}, {args.encoding} {args.sample_rate} Hz, "
+          f"pauses {args.gap_s[0]:g}-{args.gap_s[1]:g} s, hop {hop_s} s")
+    print("| what | n | accuracy | UA | macro-F1 |")
+    print("|---|---|---|---|---|")
+    for name, y_true, y_pred in rows:
+        metrics = classification_metrics(y_true, y_pred, labels)
+        print(f"| {name} | {metrics['n']} | {metrics['accuracy']:.3f} | {metrics['ua']:.3f} | {metrics['macro_f1']:.3f} |")
+    if tally.timeline_total_s:
+        print(f"| timeline (smoothed segments), share of clip time labelled right | {tally.timeline_total_s:.0f} s | "
+              f"{tally.timeline_agree_s / tally.timeline_total_s:.3f} | | |")
+    print(f"\nclips that no scored window overlaps most (speech not detected, or every window over them "
+          f"lies mostly on a neighbour): {int((~covered).sum())} of {len(tally.clip_rows)}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, help="model bundle directory")
     parser.add_argument("--data", default=str(DEFAULT_SOURCE), help="RAVDESS folder (Actor_XX/*.flac|wav)")
     parser.add_argument("--actors", type=int, nargs="*", help="held-out actor numbers (default: the bundle's holdout)")
     parser.add_argument("--gap-s", type=float, nargs=2, default=[0.5, 3.0], metavar=("MIN", "MAX"))
-    parser.add_argument("--encoding", default="ulaw", help="ulaw | alaw | pcm16 | gsm (see ser_udfs.synthetic_calls)")
+    parser.add_argument("--encoding", default="ulaw", help="ulaw | alaw | pcm16 | gsm (see ser_udfs.synthetic.calls)")
     parser.add_argument("--sample-rate", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", default="/tmp/ser-score-accuracy")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
@@ -147,21 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     bundle_dir = Path(args.bundle)
     model = load_scoring_model(bundle_dir)
     labels = list(model.labels)
-    actors = held_out_actors(bundle_dir, args.actors)
+    args.actors = held_out_actors(bundle_dir, args.actors)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    log.info("model %s, labels %s; held-out actors %s", bundle_dir, labels, actors)
+    log.info("model %s, labels %s; held-out actors %s", bundle_dir, labels, args.actors)
 
     scoring = CallScoringConfig(smoothing=SmoothingConfig(windows=1))
-    window_truth, window_predicted, clip_rows = [], [], []
-    timeline_agree, timeline_total = 0.0, 0.0
-    for actor in actors:
-        files = sorted(p for p in (Path(args.data) / f"Actor_{actor:02d}").glob("*") if p.suffix.lower() in (".wav", ".flac"))
-        clips = []
-        for path in files:
-            target = model.taxonomy.target(parse_clip_path(str(path)).label)
-            if target in labels:
-                clips.append((path, target))
+    tally = Tally()
+    for actor in args.actors:
+        clips = actor_clips(model, Path(args.data), actor)
         if not clips:
             log.warning("actor %d: no clips with a label of the model", actor)
             continue
@@ -171,58 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed + actor,
         )
         scores = score_call(call_path, model, scoring)
-        channel = scores.channels[0]
-        rate, window = scores.geometry.sample_rate, scores.geometry.window_samples
-        starts = np.array([clip.start_s for clip in placed]) * rate
-        ends = np.array([clip.end_s for clip in placed]) * rate
-        per_clip: dict[int, list[np.ndarray]] = {}
-        for start, probabilities in zip(channel.window_starts, channel.probabilities):
-            overlap = np.minimum(ends, start + window) - np.maximum(starts, start)
-            best = int(np.argmax(overlap))
-            if overlap[best] <= 0:
-                continue  # noise between clips taken for speech
-            window_truth.append(labels.index(placed[best].label))
-            window_predicted.append(int(np.argmax(probabilities)))
-            per_clip.setdefault(best, []).append(probabilities)
-        for index, clip in enumerate(placed):
-            mean = np.mean(per_clip[index], axis=0) if index in per_clip else None
-            clip_rows.append((clip, mean))
-        segments, _ = call_timeline(scores, CallScoringConfig())
-        for segment in segments:
-            if segment.label is None:
-                continue
-            for clip in placed:
-                overlap = min(segment.end_s, clip.end_s) - max(segment.start_s, clip.start_s)
-                if overlap > 0:
-                    timeline_total += overlap
-                    timeline_agree += overlap * (segment.label == clip.label)
+        tally_call(scores, placed, labels, tally)
         log.info("actor %d: %d clips, %.0f s call, %d windows", actor, len(placed), scores.info.duration_s, scores.windows_scored)
-
-    paths = [clip.path for clip, _ in clip_rows]
-    truth = np.array([labels.index(clip.label) for clip, _ in clip_rows])
-    clean = clip_probabilities(model, paths, through_telephone=None).argmax(axis=1)
-    phone = clip_probabilities(model, paths, through_telephone=args.sample_rate).argmax(axis=1)
-    covered = np.array([mean is not None for _, mean in clip_rows])
-    in_call = np.array([np.argmax(mean) if mean is not None else -1 for _, mean in clip_rows])
-    rows = [
-        ("clips alone, clean (training path)", truth, clean),
-        (f"clips alone, telephone {args.sample_rate} Hz (training path)", truth, phone),
-        ("clips in calls: mean of their windows", truth[covered], in_call[covered]),
-        ("windows in calls (label of the clip overlapped most)", np.array(window_truth), np.array(window_predicted)),
-    ]
-    print()
-    print(f"Accuracy through the call pipeline: {bundle_dir}, actors {actors}, {args.encoding} {args.sample_rate} Hz, "
-          f"pauses {args.gap_s[0]:g}-{args.gap_s[1]:g} s, hop {scoring.window.hop_s} s")
-    print("| what | n | accuracy | UA | macro-F1 |")
-    print("|---|---|---|---|---|")
-    for name, y_true, y_pred in rows:
-        metrics = classification_metrics(y_true, y_pred, labels)
-        print(f"| {name} | {metrics['n']} | {metrics['accuracy']:.3f} | {metrics['ua']:.3f} | {metrics['macro_f1']:.3f} |")
-    if timeline_total:
-        print(f"| timeline (smoothed segments), share of clip time labelled right | {timeline_total:.0f} s | "
-              f"{timeline_agree / timeline_total:.3f} | | |")
-    print(f"\nclips that no scored window overlaps most (speech not detected, or every window over them "
-          f"lies mostly on a neighbour): {int((~covered).sum())} of {len(clip_rows)}")
+    print_report(model, tally, labels, args, scoring.window.hop_s)
     return 0
 
 

@@ -6,9 +6,9 @@ Usage::
         [--logreg-bundle DIR] [--cnn-bundle DIR] [--hop-s 1.5] [--spark] [--work-dir /tmp/ser-score-bench]
 
 For each call length, a stereo 8 kHz µ-law call of alternating agent/customer turns (about 40 %
-speech per channel) is written once to the work folder (:func:`ser_udfs.synthetic_calls.write_long_call`).
+speech per channel) is written once to the work folder (:func:`ser_udfs.synthetic.calls.write_long_call`).
 Each measurement runs in a fresh Python process pinned to one thread, as a Spark Python worker
-runs: it loads the bundle and scores the call with :func:`ser_udfs.calls.score_call` plus the
+runs: it loads the bundle and scores the call with :func:`ser_udfs.calls.stream.score_call` plus the
 timeline and summary, then reports wall time, its own CPU time and its peak RSS. A
 ``decode + VAD`` row streams the same call through decoding, resampling and speech detection
 alone. Real-time factors are audio seconds per CPU second of that single-threaded process, so
@@ -58,13 +58,13 @@ def _peak_rss_mb() -> float:
 
 def build_bundles(work: Path) -> dict[str, Path]:
     """A logreg and a CNN bundle over the default feature config, made with the training code."""
-    from ser_udfs.feature_config import FeatureConfig
-    from ser_udfs.features import compute_features_batch
-    from ser_udfs.preprocess import preprocess
-    from ser_udfs.synthetic import synth_utterance
-    from training.bundle import save_bundle
-    from training.cnn import CnnConfig, build_model
-    from training.logreg import LogregConfig, fit_logreg
+    from ser_udfs.features.config import FeatureConfig
+    from ser_udfs.features.compute import compute_features_batch
+    from ser_udfs.audio.preprocess import preprocess
+    from ser_udfs.synthetic.speech import synth_utterance
+    from training.bundle.load import save_bundle
+    from training.models.cnn import CnnConfig, build_model
+    from training.models.logreg import LogregConfig, fit_logreg
     from training.taxonomy import Taxonomy
 
     config = FeatureConfig()
@@ -92,8 +92,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from ser_udfs.calls import CallScoringConfig, WindowConfig, call_timeline, score_call
-    from ser_udfs.spark_score import load_scoring_model
+    from ser_udfs.calls.stream import CallScoringConfig, WindowConfig, call_timeline, score_call
+    from training.inference import load_scoring_model
 
     config = CallScoringConfig(window=WindowConfig(hop_s=args.hop_s))
     rss_before = _rss_mb()
@@ -125,21 +125,20 @@ def child(args: argparse.Namespace) -> None:
 
 def _decode_and_detect(path: Path, config) -> dict[str, float]:
     """Stream decode → resample to 16 kHz → speech detection, as scoring does, without windows."""
-    import soxr
-
-    from ser_udfs.audio import read_info, stream_audio_blocks
-    from ser_udfs.vad import SpeechDetector
+    from ser_udfs.audio.decode import read_info, stream_audio_blocks
+    from ser_udfs.audio.preprocess import Resampler
+    from ser_udfs.audio.vad import SpeechDetector
 
     started_cpu, started_wall = time.process_time(), time.perf_counter()
     info = read_info(path)
     detectors = [SpeechDetector(config.vad, 16000) for _ in range(info.channels)]
-    resampler = soxr.ResampleStream(info.sample_rate, 16000, info.channels, dtype="float32", quality="HQ")
+    resampler = Resampler(info.sample_rate, 16000, channels=info.channels, quality="HQ")
     frames = 0
     for block, _ in stream_audio_blocks(path, block_frames=int(config.stream.block_s * info.sample_rate)):
         frames += block.shape[1]
-        for detector, channel in zip(detectors, resampler.resample_chunk(np.ascontiguousarray(block.T)).T):
+        for detector, channel in zip(detectors, resampler.push(block)):
             detector.push(np.ascontiguousarray(channel))
-    for detector, channel in zip(detectors, resampler.resample_chunk(np.zeros((0, info.channels), np.float32), last=True).T):
+    for detector, channel in zip(detectors, resampler.push(np.zeros((info.channels, 0), np.float32), last=True)):
         detector.push(np.ascontiguousarray(channel))
         detector.finish()
     return {
@@ -186,7 +185,7 @@ def _spark_worker_rss(call: Path, bundle: Path, work: Path) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths-min", type=float, nargs="+", default=[10.0, 60.0, 120.0])
     parser.add_argument("--models", nargs="+", default=["logreg", "cnn"], choices=["logreg", "cnn"])
@@ -199,19 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="score", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", help=argparse.SUPPRESS)
     parser.add_argument("--call", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        child(args)
-        return 0
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ser_udfs.synthetic_calls import write_long_call
+    return parser.parse_args(argv)
 
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    bundles = {"logreg": args.logreg_bundle, "cnn": args.cnn_bundle}
-    if not all(bundles[name] for name in args.models):
-        built = build_bundles(work)
-        bundles = {name: bundles[name] or built[name] for name in bundles}
+
+def measure_calls(args: argparse.Namespace, bundles: dict[str, str], work: Path) -> list[dict[str, float]]:
+    """One row per call length and stage (``decode + VAD``, then each model), each from a fresh process."""
+    from ser_udfs.synthetic.calls import write_long_call
+
     script = Path(__file__).resolve()
     rows = []
     for minutes in args.lengths_min:
@@ -226,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 result = _run_child(script, bundle=bundles[name], call=call, hop_s=args.hop_s)
             rows.append({"what": name, "minutes": minutes, **result})
+    return rows
+
+
+def print_rows(rows: list[dict[str, float]], hop_s: float) -> None:
     print()
-    print(f"Scoring throughput, one thread per process, hop {args.hop_s} s, stereo 8 kHz µ-law calls")
+    print(f"Scoring throughput, one thread per process, hop {hop_s} s, stereo 8 kHz µ-law calls")
     print("| what | call | speech (both ch.) | windows | wall s | CPU s | RTF call/CPU-s | RTF channel/CPU-s | peak RSS MB | RSS after model load MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
@@ -237,6 +234,21 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {call_rtf:.0f}× | {call_rtf * row['channels']:.0f}× "
             f"| {row['peak_rss_mb']:.0f} | {row['rss_loaded_mb']:.0f} |"
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    bundles = {"logreg": args.logreg_bundle, "cnn": args.cnn_bundle}
+    if not all(bundles[name] for name in args.models):
+        built = build_bundles(work)
+        bundles = {name: bundles[name] or built[name] for name in bundles}
+    print_rows(measure_calls(args, bundles, work), args.hop_s)
     if args.spark:
         longest = max(args.lengths_min)
         call = work / f"call-{longest:g}min-stereo-8k-ulaw.wav"

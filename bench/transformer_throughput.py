@@ -10,13 +10,13 @@ The model is built from ``Wav2Vec2Config()`` (hidden 768, 12 layers, ~95 M param
 of facebook/wav2vec2-base) with random weights: nothing is downloaded, and throughput does not
 depend on the weights. Inputs are 3 s clips at 16 kHz whose sound (1.5-3 s) sits in zero
 padding, as preprocessed clips do; they go through the project's own input code
-(:func:`ser_udfs.embeddings.encoder_batch`, :func:`ser_udfs.embeddings.pooled_hidden_states`).
+(:func:`ser_udfs.encoders.inputs.encoder_batch`, :func:`ser_udfs.encoders.pooling.pooled_hidden_states`).
 
 - **inputs**: the input code alone (trimming the padding, the feature extractor) on the host
   CPU, clips/s: the ceiling for the two figures below on a fast accelerator.
 - **embed**: pooled hidden states of all 13 layers (what ``jobs/extract_embeddings.py`` computes
   per clip), clips/s.
-- **fine-tune**: one optimiser step per batch as ``training.wav2vec2_finetune.fine_tune`` takes
+- **fine-tune**: one optimiser step per batch as ``training.models.wav2vec2.fine_tune`` takes
   it (feature encoder frozen, forward, class-weighted cross-entropy, backward, gradient clipping,
   AdamW), steps/s and clips/s.
 
@@ -42,7 +42,9 @@ if __package__ in (None, ""):  # started as a script
 import numpy as np
 import torch
 
-from ser_udfs.embeddings import autocast, encoder_batch, pooled_hidden_states, receptive_field, resolve_device, to_device
+from ser_udfs.encoders.inputs import encoder_batch, receptive_field
+from ser_udfs.encoders.pooling import pooled_hidden_states
+from ser_udfs.encoders.torch_runtime import autocast, resolve_device, to_device
 
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 3.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping
+from typing import Any, Mapping
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -58,3 +58,8 @@ def build_spark(app_name: str, conf: Mapping[str, str] | None = None) -> SparkSe
         if key.startswith("spark.sql."):
             spark.conf.set(key, value)
     return spark
+
+
+def spark_facts(spark: SparkSession, *, partitions: int) -> dict[str, Any]:
+    """What a job's ``_manifest.json`` records of the run: master, Spark version, partitions."""
+    return {"master": spark.sparkContext.master, "version": spark.version, "partitions": partitions}

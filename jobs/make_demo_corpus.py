@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ser_udfs.synthetic import write_demo_corpus
+from ser_udfs.synthetic.speech import write_demo_corpus
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,47 +17,46 @@ the workplace): ``--channels customer`` scores only the channel named by ``chann
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 if __package__ in (None, ""):  # started as a script by spark-submit
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
 from jobs._cli import base_parser, run, setup_logging
 from jobs._spark import build_spark
-from ser_udfs.calls import window_features, window_geometry
+from ser_udfs.calls.stream import WindowGeometry, check_predictor
 from ser_udfs.errors import UserError
-from ser_udfs.preprocess import condition_clip
 from ser_udfs.settings import resolve_config, to_dict
-from ser_udfs.spark_extract import local_path
-from ser_udfs.spark_io import OutputDir, audio_files, list_files
-from ser_udfs.spark_score import (
+from ser_udfs.spark.io import OutputDir, audio_files, list_files
+from ser_udfs.spark.listing import local_path
+from ser_udfs.spark.score import (
+    ReadSection,
     ScoreJobConfig,
-    bundle_files,
-    load_scoring_model,
     make_score_fn,
-    model_id_for,
     output_ddl,
     probability_column,
     table_columns,
     table_ddls,
 )
+from training.bundle.load import Bundle
+from training.inference import ScoringModelFactory, load_scoring_model, model_id
 
 log = logging.getLogger("ser_spark.score_calls")
 
 TABLES = ("segments", "calls", "errors")
 
 
-def parse_args(argv: Sequence[str] | None):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = base_parser(__doc__.split("\n\n")[0], "score.toml")
     parser.add_argument("--input", action="append", required=True, help="directory, glob or URI of calls (repeatable)")
     parser.add_argument("--model", required=True, help="model bundle directory (from jobs/train.py)")
@@ -70,7 +69,7 @@ def parse_args(argv: Sequence[str] | None):
     return parser.parse_args(argv)
 
 
-def _overrides(args) -> list[str]:
+def _overrides(args: argparse.Namespace) -> list[str]:
     flags = {
         "channels.select": None if args.channels is None else f'"{args.channels}"',
         "window.window_s": args.window_s,
@@ -81,16 +80,95 @@ def _overrides(args) -> list[str]:
     return list(args.overrides) + [f"{key}={value}" for key, value in flags.items() if value is not None]
 
 
-def _check_model(bundle, config: ScoreJobConfig) -> None:
-    """Run one window of noise through preprocessing, features and the model on the driver, so
-    that a bundle the scoring cannot feed fails here with its own message, not once per call."""
-    geometry = window_geometry(bundle.feature_config, config.window)
-    noise = np.random.default_rng(0).standard_normal(geometry.window_samples).astype(np.float32) * 0.1
-    clip = condition_clip(noise, bundle.feature_config.audio)
-    features = window_features(clip[None, :], geometry.sample_rate, bundle.feature_config, bundle.inputs)
-    probabilities = bundle.predict_proba(features)
-    if probabilities.shape != (1, len(bundle.labels)):
-        raise UserError(f"model bundle {bundle.path} returned probabilities of shape {probabilities.shape}")
+def _model_facts(bundle: Bundle, geometry: WindowGeometry) -> dict[str, Any]:
+    """The manifest's ``model`` entry."""
+    return {
+        "path": str(bundle.path.resolve()),
+        "model_id": model_id(bundle),
+        "model_kind": bundle.model_kind,
+        "labels": list(bundle.labels),
+        "feature_config": bundle.feature_config.to_dict(),
+        "feature_config_version": bundle.feature_config.version(),
+        "window_s": geometry.window_samples / geometry.sample_rate,
+        "hop_s": geometry.hop_samples / geometry.sample_rate,
+    }
+
+
+def _list_calls(spark: SparkSession, inputs: Sequence[str], read: ReadSection) -> tuple[DataFrame, bool]:
+    """The listed calls (cached; ``path, content, listing_error``) and whether Spark read their bytes."""
+    remote = any(local_path(uri) is None for uri in inputs)
+    with_content = read.mode == "spark" or (read.mode == "auto" and remote)
+    listed = audio_files(list_files(spark, inputs, with_content=with_content))
+    return listed.select("path", "content", "listing_error").cache(), with_content
+
+
+def _score_into(
+    staging: str, listed: DataFrame, partitions: int, bundle: Bundle, config: ScoreJobConfig, model_loads: Any
+) -> None:
+    """Score every listed call in the workers; rows land in ``staging`` partitioned by ``table_kind``.
+
+    The workers rebuild the bundle from a broadcast of the bytes the driver loaded it from.
+    """
+    spark = listed.sparkSession
+    output_schema = StructType.fromDDL(output_ddl(bundle.labels))
+    factory = ScoringModelFactory(
+        files=spark.sparkContext.broadcast(bundle.files), source=str(bundle.path),
+        torch_threads=config.worker.torch_threads,
+    )
+    score = make_score_fn(
+        model_id=model_id(bundle),
+        make_predictor=factory,
+        config=config,
+        channels=config.channel_choice,
+        read_mode=config.read.mode,
+        output_schema=to_arrow_schema(output_schema),
+        rows_per_batch=config.output.rows_per_batch,
+        model_loads=model_loads,
+    )
+    rows = listed.repartition(partitions).mapInArrow(score, output_schema)
+    rows.write.mode("overwrite").partitionBy("table_kind").parquet(staging)
+
+
+def _staged_tables(spark: SparkSession, staging: str, labels: Sequence[str]) -> dict[str, DataFrame]:
+    """Each output table read back from the staging folder (empty when no row of it was written)."""
+    staged = OutputDir(spark, staging)
+    columns, ddls = table_columns(labels), table_ddls(labels)
+    tables: dict[str, DataFrame] = {}
+    for name in TABLES:
+        if staged.exists(f"table_kind={name}"):
+            tables[name] = spark.read.parquet(staged.child(f"table_kind={name}")).select(*columns[name])
+        else:
+            tables[name] = spark.createDataFrame([], ddls[name])
+    return tables
+
+
+def _counts(tables: dict[str, DataFrame], files_listed: int) -> dict[str, Any]:
+    """The manifest's counts; every listed call is scored or an error, exactly once."""
+    calls = tables["calls"]
+    counts: dict[str, Any] = {
+        "calls_listed": files_listed,
+        "calls_scored": calls.count(),
+        "calls_without_speech": calls.where(F.col("status") == "no_speech").count(),
+        "errors": tables["errors"].count(),
+        "segments": tables["segments"].count(),
+    }
+    if counts["calls_scored"] + counts["errors"] != files_listed:
+        raise RuntimeError(
+            f"counts do not reconcile: {files_listed} calls listed, {counts['calls_scored']} scored, {counts['errors']} errors"
+        )
+    totals = calls.agg(F.sum("duration_s").alias("audio_s"), F.sum("windows_scored").alias("windows")).first()
+    counts["audio_s"] = round(float(totals["audio_s"] or 0.0), 3)
+    counts["windows_scored"] = int(totals["windows"] or 0)
+    return counts
+
+
+def _publish_tables(output: OutputDir, staging: str, tables: dict[str, DataFrame], file_format: str) -> None:
+    """Write each table beside the staged rows, then move it into ``output`` (small tables in one file)."""
+    staged = OutputDir(output.spark, staging)
+    for name in TABLES:
+        table = tables[name] if name == "segments" else tables[name].coalesce(1)
+        _write_table(table, staged.child(name), file_format)
+        output.move_into_place(staged.child(name), name)
 
 
 def _write_table(frame: DataFrame, uri: str, file_format: str) -> None:
@@ -104,7 +182,7 @@ def _write_table(frame: DataFrame, uri: str, file_format: str) -> None:
 
 def _write_plot(output: OutputDir, segments: DataFrame, calls: DataFrame, wanted: str, labels: Sequence[str]) -> str:
     """Draw the timeline of the one scored call that ``wanted`` names into ``plots/<call_id>.png``."""
-    from ser_udfs.timeline_plot import plot_call_timeline
+    from ser_udfs.calls.plot import plot_call_timeline
 
     match = calls.where((F.col("call_id") == wanted) | F.col("path").endswith(wanted)).select("call_id", "path").limit(2).collect()
     if len(match) != 1:
@@ -124,110 +202,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     config = resolve_config(ScoreJobConfig, args.config, _overrides(args))
     channels = config.channel_choice
-    bundle = load_scoring_model(args.model)
-    _check_model(bundle, config)
-    geometry = window_geometry(bundle.feature_config, config.window)
-    model_id = model_id_for(args.model)
-    labels = bundle.labels
+    bundle = load_scoring_model(args.model)  # loaded and verified once, here
+    model = _model_facts(bundle, check_predictor(bundle, config.window))
     log.info(
-        "model %s (%s, labels %s); windows of %.2f s every %.2f s at %d Hz; channels %s",
-        model_id, bundle.model_kind, ", ".join(labels), geometry.window_samples / geometry.sample_rate,
-        geometry.hop_samples / geometry.sample_rate, geometry.sample_rate, channels,
+        "model %s (%s, labels %s); windows of %.2f s every %.2f s at %d Hz; channels %s", model["model_id"],
+        bundle.model_kind, ", ".join(bundle.labels), model["window_s"], model["hop_s"],
+        bundle.feature_config.audio.target_sample_rate_hz, channels,
     )
     started = time.time()
     spark = build_spark("ser-score-calls")
     output = OutputDir(spark, args.output)
     staging = output.begin()
-
-    remote = any(local_path(uri) is None for uri in args.input)
-    with_content = config.read.mode == "spark" or (config.read.mode == "auto" and remote)
-    listed = audio_files(list_files(spark, args.input, with_content=with_content)).select("path", "content", "listing_error").cache()
+    listed, with_content = _list_calls(spark, args.input, config.read)
     files_listed = listed.count()
     if files_listed == 0:
         raise UserError(f"no audio files found in {', '.join(args.input)}")
     partitions = max(spark.sparkContext.defaultParallelism, -(-files_listed // config.read.files_per_partition))
     log.info("%d calls listed; %d partitions", files_listed, partitions)
-
-    output_schema = StructType.fromDDL(output_ddl(labels))
     model_loads = spark.sparkContext.accumulator(0)
-    score = make_score_fn(
-        model_id=model_id,
-        model_files=spark.sparkContext.broadcast(bundle_files(args.model)),
-        config=config.scoring,
-        channels=channels,
-        read_mode=config.read.mode,
-        output_schema=to_arrow_schema(output_schema),
-        torch_threads=config.worker.torch_threads,
-        rows_per_batch=config.output.rows_per_batch,
-        model_loads=model_loads,
-    )
-    rows = listed.repartition(partitions).mapInArrow(score, output_schema)
-    rows.write.mode("overwrite").partitionBy("table_kind").parquet(staging)
+    _score_into(staging, listed, partitions, bundle, config, model_loads)
     scored_s = time.time() - started
 
-    staged = OutputDir(spark, staging)
-    columns, ddls = table_columns(labels), table_ddls(labels)
-    tables: dict[str, DataFrame] = {}
-    for name in TABLES:
-        if staged.exists(f"table_kind={name}"):
-            tables[name] = spark.read.parquet(staged.child(f"table_kind={name}")).select(*columns[name])
-        else:
-            tables[name] = spark.createDataFrame([], ddls[name])
-    calls, segments = tables["calls"], tables["segments"]
-    counts = {
-        "calls_listed": files_listed,
-        "calls_scored": calls.count(),
-        "calls_without_speech": calls.where(F.col("status") == "no_speech").count(),
-        "errors": tables["errors"].count(),
-        "segments": segments.count(),
-    }
-    if counts["calls_scored"] + counts["errors"] != files_listed:
-        raise RuntimeError(
-            f"counts do not reconcile: {files_listed} calls listed, {counts['calls_scored']} scored, {counts['errors']} errors"
-        )
-    totals = calls.agg(F.sum("duration_s").alias("audio_s"), F.sum("windows_scored").alias("windows")).first()
-    counts["audio_s"] = round(float(totals["audio_s"] or 0.0), 3)
-    counts["windows_scored"] = int(totals["windows"] or 0)
-    for name in TABLES:
-        table = tables[name] if name == "segments" else tables[name].coalesce(1)
-        _write_table(table, staged.child(name), config.output.format)
-        output.move_into_place(staged.child(name), name)
+    tables = _staged_tables(spark, staging, bundle.labels)
+    counts = _counts(tables, files_listed)
+    _publish_tables(output, staging, tables, config.output.format)
     plot_uri = None
     if config.output.plot_call:
-        plot_uri = _write_plot(output, segments, calls, config.output.plot_call, labels)
-    manifest = {
+        plot_uri = _write_plot(output, tables["segments"], tables["calls"], config.output.plot_call, bundle.labels)
+    output.commit({
         "job": "score_calls",
         "inputs": list(args.input),
         "config": to_dict(config),
         "channels": channels if isinstance(channels, str) else list(channels),
-        "model": {
-            "path": str(Path(args.model).resolve()),
-            "model_id": model_id,
-            "model_kind": bundle.model_kind,
-            "labels": list(labels),
-            "feature_config": bundle.feature_config.to_dict(),
-            "feature_config_version": bundle.feature_config.version(),
-            "window_s": geometry.window_samples / geometry.sample_rate,
-            "hop_s": geometry.hop_samples / geometry.sample_rate,
-        },
+        "model": model,
         "counts": counts,
         "model_loads": model_loads.value,
         "timings_s": {"score_and_stage": round(scored_s, 3), "total": round(time.time() - started, 3)},
         "spark": {"master": spark.sparkContext.master, "version": spark.version, "partitions": partitions},
         "read_mode": "spark" if with_content else config.read.mode,
         "plot": plot_uri,
-    }
-    output.commit(manifest, cleanup=[staging])
+    }, cleanup=[staging])
+    _log_done(output, counts, model_loads.value, plot_uri)
+    return 0
+
+
+def _log_done(output: OutputDir, counts: dict[str, Any], model_loads: int, plot_uri: str | None) -> None:
     log.info(
         "%d calls: %d scored (%d without speech), %d errors; %d segments; model loaded %d time(s)",
-        files_listed, counts["calls_scored"], counts["calls_without_speech"], counts["errors"], counts["segments"],
-        model_loads.value,
+        counts["calls_listed"], counts["calls_scored"], counts["calls_without_speech"], counts["errors"],
+        counts["segments"], model_loads,
     )
     for name in TABLES:
         log.info("%s: %s", name, output.child(name))
     if plot_uri:
         log.info("timeline plot: %s", plot_uri)
-    return 0
 
 
 if __name__ == "__main__":

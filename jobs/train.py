@@ -32,9 +32,11 @@ if __package__ in (None, ""):  # started as a script by spark-submit
 from jobs._cli import CONF_DIR, base_parser, run, setup_logging
 from jobs._spark import build_spark
 from ser_udfs.errors import UserError
-from ser_udfs.feature_table import columns_for, read_feature_table
+from ser_udfs.spark.feature_table import columns_for, read_feature_table
 from ser_udfs.settings import resolve_config
-from training.trainer import TrainConfig, train_from_frame
+from training.models.embedding_head import EmbeddingHeadTrainConfig
+from training.models.wav2vec2 import Wav2Vec2TrainConfig
+from training.protocol import TrainConfig, train_from_frame
 
 log = logging.getLogger("ser_spark.train")
 
@@ -65,63 +67,51 @@ def parse_args(argv: Sequence[str] | None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    overrides = [f"model={json.dumps(args.model)}", *args.overrides]
-    for key, value in (("taxonomy", args.taxonomy), ("split.method", args.split),
-                       ("split.folds", args.folds), ("seed", args.seed)):
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    if args.pretrained and args.model not in ("wav2vec2", *EMBEDDING_MODELS):
+    transformer = args.model in ("wav2vec2", *EMBEDDING_MODELS)
+    if args.pretrained and not transformer:
         raise UserError("--pretrained is for the wav2vec2 and embed-* models")
     if args.layer is not None and args.model not in EMBEDDING_MODELS:
         raise UserError("--layer is for the embed-* models")
-    if args.model in ("wav2vec2", *EMBEDDING_MODELS):
-        return _train_transformer(args, overrides)
-    config = resolve_config(TrainConfig, args.config, overrides)
-    if args.distributed and config.model != "cnn":
-        raise UserError("--distributed trains the CNN only; drop it for logreg")
+    if args.distributed and args.model != "cnn":
+        raise UserError(f"--distributed trains the CNN only; drop it for {'transformer models' if transformer else 'logreg'}")
+    config_class = (EmbeddingHeadTrainConfig if args.model in EMBEDDING_MODELS
+                    else Wav2Vec2TrainConfig if transformer else TrainConfig)
+    config = resolve_config(config_class, args.config, _overrides(args))
     if Path(args.output).exists() and not Path(args.output).is_dir():
         raise UserError(f"--output {args.output} exists and is not a folder")
 
     spark = build_spark("ser-train")
-    columns = columns_for(config.feature_inputs())
-    frame, manifest = read_feature_table(spark, args.features, feature_columns=columns)
+    frame, manifest = _read_rows(spark, args, config)
     log.info("%d labelled rows from %s", len(frame), args.features)
     runner = None
     if args.distributed:
         from pyspark.ml.torch.distributor import TorchDistributor
 
         runner = TorchDistributor(num_processes=args.distributed, local_mode=True, use_gpu=False).run
-    result = train_from_frame(
-        frame, config, feature_config=manifest["feature_config"], output_dir=args.output,
-        distributed_runner=runner,
-    )
+    result = train_from_frame(frame, config, feature_config=manifest["feature_config"], output_dir=args.output,
+                              distributed_runner=runner)
     return _report(result)
 
 
-def _train_transformer(args, overrides: list[str]) -> int:
-    """``--model wav2vec2`` (fine-tuning) and ``embed-*`` (frozen-encoder embeddings + head)."""
-    from ser_udfs.spark_embeddings import is_embeddings_table, read_embeddings_table
-    from training.embedding_head import EmbeddingHeadTrainConfig, train_embedding_head_from_frame
-    from training.wav2vec2_finetune import Wav2Vec2TrainConfig, train_wav2vec2_from_frame
+def _overrides(args) -> list[str]:
+    """``--set`` values after the flags that stand for config keys (``--pretrained``, ``--layer``, ...)."""
+    pretrained_key = "embedding.pretrained" if args.model in EMBEDDING_MODELS else "wav2vec2.pretrained"
+    overrides = [f"model={json.dumps(args.model)}", *args.overrides]
+    for key, value in (("taxonomy", args.taxonomy), ("split.method", args.split), ("split.folds", args.folds),
+                       ("seed", args.seed), (pretrained_key, args.pretrained), ("head.layer", args.layer)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    return overrides
 
-    if args.distributed:
-        raise UserError("--distributed trains the CNN only; drop it for transformer models")
-    embedding = args.model in EMBEDDING_MODELS
-    config = resolve_config(EmbeddingHeadTrainConfig if embedding else Wav2Vec2TrainConfig, args.config, overrides)
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise UserError(f"--output {args.output} exists and is not a folder")
-    spark = build_spark("ser-train")
-    if embedding and is_embeddings_table(spark, args.features):
-        frame, manifest = read_embeddings_table(spark, args.features)
-    else:
-        frame, manifest = read_feature_table(spark, args.features, feature_columns=columns_for(["waveform"]))
-    log.info("%d labelled rows from %s", len(frame), args.features)
-    common = {"feature_config": manifest["feature_config"], "output_dir": args.output, "pretrained": args.pretrained}
-    if embedding:
-        result = train_embedding_head_from_frame(frame, config, layer=args.layer, **common)
-    else:
-        result = train_wav2vec2_from_frame(frame, config, **common)
-    return _report(result)
+
+def _read_rows(spark, args, config):
+    """The rows to train on and the table's manifest: a features table, or for ``embed-*`` an embeddings table."""
+    from ser_udfs.spark.embeddings import is_embeddings_table, read_embeddings_table
+
+    if isinstance(config, EmbeddingHeadTrainConfig) and is_embeddings_table(spark, args.features):
+        return read_embeddings_table(spark, args.features)
+    inputs = config.feature_inputs() if isinstance(config, TrainConfig) else ["waveform"]
+    return read_feature_table(spark, args.features, feature_columns=columns_for(inputs))
 
 
 def _report(result: dict) -> int:

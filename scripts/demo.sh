@@ -32,7 +32,7 @@ spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/evaluate.py --features "$OUT/f
   --model "$OUT/models/cnn-core6" --output "$OUT/reports/cnn-core6" --log-level WARNING
 
 echo "== 5/5 scoring a generated stereo call (agent ch. 0, customer ch. 1, 8 kHz mu-law) with the CNN"
-python -m ser_udfs.synthetic_calls "$OUT/calls/demo_call.wav" --duration-s 90
+python -m ser_udfs.synthetic.calls "$OUT/calls/demo_call.wav" --duration-s 90
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/score_calls.py --input "$OUT/calls" \
   --model "$OUT/models/cnn-core6" --output "$OUT/scores" --plot demo_call.wav --log-level WARNING
 python - "$OUT/scores" <<'PY'

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_udfs.audio import decode_audio, read_info, stream_audio_blocks
+from ser_udfs.audio.decode import decode_audio, read_info, stream_audio_blocks
 from ser_udfs.errors import ClipError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser_udfs.augment import AugmentConfig, augment_variants, mu_law_decode, mu_law_encode, telephone_channel
+from ser_udfs.audio.augment import AugmentConfig, augment_variants, mu_law_decode, mu_law_encode, telephone_channel
 from ser_udfs.settings import ConfigError, from_dict, load_toml
 
 SAMPLE_RATE = 16000

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench import _procstat, extract_throughput
-from ser_udfs.synthetic import write_demo_corpus
+from ser_udfs.synthetic.speech import write_demo_corpus
 
 pytestmark = pytest.mark.spark
 

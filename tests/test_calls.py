@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_udfs.audio import decode_audio
-from ser_udfs.calls import (
+from ser_udfs.audio.decode import decode_audio
+from ser_udfs.calls.stream import (
     CallScoringConfig,
     ChannelScores,
     Segment,
@@ -24,61 +24,24 @@ from ser_udfs.calls import (
     channel_segments,
     negative_stretches,
     parse_channels,
+    predict_windows,
     score_call,
     smooth_probabilities,
-    window_features,
+    window_batch,
     window_geometry,
 )
 from ser_udfs.errors import ClipError, UserError
-from ser_udfs.feature_config import AudioConfig, FeatureConfig
-from ser_udfs.features import compute_features_batch
-from ser_udfs.preprocess import condition_clip, to_mono_target_rate
-from ser_udfs.synthetic_calls import Turn, synth_call, write_call, write_demo_call
-
-LABELS = ("angry", "sad")
-#: Channel 0 angry, channel 1 sad, never at the same time.
-STEREO_TURNS = [
-    Turn(0, 1.0, 4.0, "angry"),
-    Turn(1, 5.0, 8.0, "sad"),
-    Turn(0, 9.0, 12.0, "angry"),
-    Turn(1, 13.0, 16.5, "sad"),
-]
-
-
-def make_tiny_bundle(directory: Path) -> Path:
-    """A logreg bundle that tells angry from sad telephone speech of both channels' voices.
-
-    Trained with the training code's own functions on windows cut from calls rendered like the
-    test calls (8 kHz, telephone band, windows on the hop grid, partial utterances included),
-    so scoring tests check the pipeline, not the model.
-    """
-    from training.bundle import save_bundle
-    from training.logreg import LogregConfig, fit_logreg
-    from training.taxonomy import Taxonomy
-
-    config = FeatureConfig()
-    clips, targets = [], []
-    for target, label in enumerate(LABELS):
-        for channel in (0, 1):
-            for seed in range(4):
-                call = synth_call([Turn(channel, 1.0, 4.0, label)], duration_s=6.0, channels=2, seed=50 + seed)
-                mono = to_mono_target_rate(call[channel : channel + 1], 8000, config.audio)
-                for start in (0, 24000, 48000):
-                    clips.append(condition_clip(mono[start : start + config.audio.clip_samples], config.audio))
-                    targets.append(target)
-    stats = compute_features_batch(np.stack(clips), 16000, config)["stats"]
-    model = fit_logreg(stats, np.array(targets), n_classes=len(LABELS), config=LogregConfig(), seed=0)
-    return save_bundle(
-        directory, model=model, taxonomy=Taxonomy("test", LABELS), labels=LABELS, feature_config=config,
-        training={"note": "tests"}, metrics={},
-    )
-
+from ser_udfs.features.config import AudioConfig, FeatureConfig
+from ser_udfs.features.compute import compute_features_batch
+from ser_udfs.audio.preprocess import condition_clip, to_mono_target_rate
+from ser_udfs.synthetic.calls import Turn, synth_call, write_call, write_demo_call
+from tests.builders import CALL_LABELS, STEREO_TURNS, call_bundle
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory):
-    from training.bundle import load_bundle
+    from training.bundle.load import load_bundle
 
-    return load_bundle(make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg"))
+    return load_bundle(call_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg"))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +68,7 @@ def test_each_channel_is_scored_on_its_own(bundle, stereo_call: Path) -> None:
         assert len(channel.regions) == len(turns)
         assert _speech_turn_overlap(channel, turns, 16000) > 0.95
         assert channel.speech_samples > 0.6 * sum(t.end_s - t.start_s for t in turns) * 16000
-        predicted = [LABELS[index] for index in channel.probabilities.argmax(axis=1)]
+        predicted = [CALL_LABELS[index] for index in channel.probabilities.argmax(axis=1)]
         assert predicted.count(expected) >= 0.8 * len(predicted)
     segments, summary = call_timeline(scores, config)
     for name in ("0", "1"):
@@ -113,7 +76,7 @@ def test_each_channel_is_scored_on_its_own(bundle, stereo_call: Path) -> None:
         assert own[0].start_s == 0.0 and own[-1].end_s == pytest.approx(18.0)
         assert all(a.end_s == b.start_s for a, b in zip(own, own[1:]))
     assert summary.status == "ok"
-    assert summary.dominant_emotion in LABELS
+    assert summary.dominant_emotion in CALL_LABELS
     assert set(summary.speech_s) == {"0", "1"}
     assert sum(summary.emotion_share.values()) == pytest.approx(1.0)
     assert {stretch.channel for stretch in summary.negative_stretches} <= {"0", "1"}
@@ -243,17 +206,26 @@ def test_channel_choices() -> None:
     assert channel_plan((1,), 2) == [("1", (1,))]
 
 
-def test_cnn_features_are_the_log_mel_of_the_shared_code() -> None:
+def test_windows_are_fed_extraction_features_and_their_clips() -> None:
     config = FeatureConfig()
     clips = np.random.default_rng(0).standard_normal((2, config.audio.clip_samples)).astype(np.float32) * 0.1
-    full = compute_features_batch(clips, 16000, config)
-    only = window_features(clips, 16000, config, ("log_mel",))
-    assert set(only) == {"log_mel"}
-    np.testing.assert_array_equal(only["log_mel"], full["log_mel"])
-    assert set(window_features(clips, 16000, config, ("stats",))) == set(full)
-    assert set(window_features(clips, 16000, config, ("log_mel", "mfcc"))) == {"log_mel", "mfcc"}
-    waveform = window_features(clips, 16000, config, ("waveform",))
-    assert set(waveform) == {"waveform"} and np.array_equal(waveform["waveform"], clips)
+    expected = compute_features_batch(clips, 16000, config)
+    batch = window_batch(clips, config)
+    assert set(batch) == {*expected, "waveform"}
+    for name, values in expected.items():
+        np.testing.assert_array_equal(batch[name], values)
+    np.testing.assert_array_equal(batch["waveform"], clips)
+
+
+def test_windows_without_signal_are_left_out_as_extraction_leaves_out_silent_clips(bundle) -> None:
+    samples = bundle.feature_config.audio.clip_samples
+    noise = np.random.default_rng(1).standard_normal(samples).astype(np.float32) * 0.1
+    dc_offset = np.full(samples, 0.25, dtype=np.float32)  # loud enough for condition_clip, but no sound
+    kept, probabilities = predict_windows(bundle, [dc_offset, noise, np.zeros(samples, dtype=np.float32)])
+    assert kept == [1]
+    assert probabilities.shape == (1, len(CALL_LABELS)) and probabilities.dtype == np.float32
+    kept, probabilities = predict_windows(bundle, [dc_offset])
+    assert kept == [] and probabilities.shape == (0, len(CALL_LABELS))
 
 
 def test_smoothing_averages_neighbouring_windows_only() -> None:
@@ -274,7 +246,7 @@ def test_segments_tile_the_channel_and_follow_the_windows() -> None:
         window_starts=np.array([0, 15, 30]),
         probabilities=np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8]], dtype=np.float32),
     )
-    segments = channel_segments(channel, LABELS, geometry, smoothing=1)
+    segments = channel_segments(channel, CALL_LABELS, geometry, smoothing=1)
     summary = [(s.start_s, s.end_s, s.speech, s.label) for s in segments]
     # pieces: [1,1.5) windows 0 → angry; [1.5,3) windows 0,1 → angry; [3,4.5) windows 1,2 → 0.5/0.5
     # → angry (first on a tie); [4.5,5.5) window 2 → sad; [8,9) no window → speech without label

@@ -23,10 +23,10 @@ import pytest
 import soundfile as sf
 
 from jobs import extract_features, score_calls
-from ser_udfs.synthetic import synth_utterance
-from ser_udfs.synthetic_calls import Turn, synth_call, write_call
-from tests.test_calls import STEREO_TURNS, make_tiny_bundle
+from ser_udfs.synthetic.speech import synth_utterance
+from ser_udfs.synthetic.calls import Turn, synth_call, write_call
 from tests.torture import extraction_tables
+from tests.builders import STEREO_TURNS, assert_tables_equal, call_bundle
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.spark]
 
@@ -118,7 +118,7 @@ def test_extraction_on_the_cluster_equals_local_mode(spark, cluster, package: Pa
     assert on_cluster["counts"] == json.loads((tmp_path / "local" / "_manifest.json").read_text())["counts"]
     assert on_cluster["counts"]["files_listed"] == 6 and on_cluster["counts"]["errors"] == 2
     for cluster_table, local_table in zip(extraction_tables(tmp_path / "cluster"), extraction_tables(tmp_path / "local")):
-        pd.testing.assert_frame_equal(cluster_table, local_table)
+        assert_tables_equal(cluster_table, local_table)
     assert _shipped_archives(state), "the executors did not receive the --py-files archive"
 
 
@@ -131,7 +131,7 @@ def _score_tables(output: Path) -> dict[str, pd.DataFrame]:
 
 def test_scoring_on_the_cluster_equals_local_mode(spark, cluster, package: Path, tmp_path: Path) -> None:
     master, _ = cluster
-    bundle = make_tiny_bundle(tmp_path / "bundle")
+    bundle = call_bundle(tmp_path / "bundle")
     calls = tmp_path / "calls"
     write_call(calls / "stereo call.wav", synth_call(STEREO_TURNS, duration_s=18.0, seed=1), 8000, encoding="ulaw")
     write_call(calls / "2026" / "mono.flac", synth_call([Turn(0, 1.0, 4.0, "angry")], duration_s=6.0, channels=1, seed=2), 8000, encoding="flac")
@@ -147,4 +147,4 @@ def test_scoring_on_the_cluster_equals_local_mode(spark, cluster, package: Path,
     assert (on_cluster["counts"]["calls_listed"], on_cluster["counts"]["errors"]) == (3, 1)
     cluster_tables, local_tables = _score_tables(tmp_path / "cluster"), _score_tables(tmp_path / "local")
     for name in ("segments", "calls", "errors"):
-        pd.testing.assert_frame_equal(cluster_tables[name], local_tables[name], obj=name)
+        assert_tables_equal(cluster_tables[name], local_tables[name], obj=name)

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from jobs import extract_features
-from ser_udfs.synthetic import synth_utterance, write_demo_corpus
+from ser_udfs.synthetic.speech import synth_utterance, write_demo_corpus
 
 pytestmark = pytest.mark.spark
 

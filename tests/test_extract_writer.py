@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import soundfile as sf
 
 from jobs import extract_features
-from ser_udfs.spark_extract import ERROR_COLUMNS, FEATURE_COLUMNS_DDL, partition_folder
-from ser_udfs.spark_io import keep_received_files
-from ser_udfs.synthetic import write_demo_corpus
+from ser_udfs.spark.extract import ERROR_COLUMNS, FEATURE_COLUMNS_DDL, partition_folder
+from ser_udfs.spark.io import keep_received_files
+from ser_udfs.synthetic.speech import write_demo_corpus
 from tests.torture import extraction_tables
+from tests.builders import assert_tables_equal
 
 FEATURE_COLUMNS = [column.split()[0] for column in FEATURE_COLUMNS_DDL.split(", ")]
 
@@ -46,7 +46,7 @@ def test_python_and_spark_writers_give_the_same_tables(spark, corpus: Path, tmp_
     assert by_python["counts"] == by_spark["counts"]
     assert by_python["counts"]["errors"] == 2 and by_python["counts"]["clips"] == 6
     for ours, theirs in zip(extraction_tables(tmp_path / "python"), extraction_tables(tmp_path / "spark")):
-        pd.testing.assert_frame_equal(ours, theirs)
+        assert_tables_equal(ours, theirs)
     for table, columns in (("features", FEATURE_COLUMNS), ("errors", list(ERROR_COLUMNS))):
         python_schema = spark.read.parquet(str(tmp_path / "python" / table)).select(*columns).schema
         spark_schema = spark.read.parquet(str(tmp_path / "spark" / table)).select(*columns).schema

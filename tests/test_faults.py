@@ -12,17 +12,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import soundfile as sf
 
 from jobs import extract_features
 from jobs._cli import run
 from ser_udfs.errors import UserError
-from ser_udfs.faults import DELAY_ENV, FAIL_ONCE_ENV
-from ser_udfs.path_checks import check_manifest_paths, check_output_apart
-from ser_udfs.synthetic import synth_utterance
+from ser_udfs.spark.faults import DELAY_ENV, FAIL_ONCE_ENV
+from ser_udfs.spark.path_checks import check_manifest_paths, check_output_apart
+from ser_udfs.synthetic.speech import synth_utterance
 from tests.torture import extraction_tables
+from tests.builders import assert_tables_equal, random_logreg_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
@@ -52,7 +52,7 @@ def _args(corpus: Path, output: Path, *overrides: str) -> list[str]:
 
 def _assert_same_tables(output: Path, reference: Path) -> None:
     for got, expected in zip(extraction_tables(output), extraction_tables(reference)):
-        pd.testing.assert_frame_equal(got, expected)
+        assert_tables_equal(got, expected)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def test_task_failing_once_per_partition_is_retried_without_duplicates(
 def test_job_killed_mid_write_is_never_taken_for_finished_and_rerun_completes(
     spark, corpus: Path, clean_run: Path, tmp_path: Path
 ) -> None:
-    from ser_udfs.feature_table import read_feature_table
-    from ser_udfs.spark_io import read_manifest_json
+    from ser_udfs.spark.feature_table import read_feature_table
+    from ser_udfs.spark.io import read_manifest_json
 
     output = tmp_path / "table"
     assert extract_features.main(_args(corpus, output)) == 0
@@ -160,23 +160,6 @@ def test_job_writes_only_inside_its_output(spark, corpus: Path, tmp_path: Path) 
     assert after_parent == before_parent
 
 
-def _logreg_bundle(directory: Path) -> Path:
-    from ser_udfs.feature_config import FeatureConfig
-    from training.bundle import save_bundle
-    from training.logreg import LogregModel
-    from training.taxonomy import Taxonomy
-
-    rng = np.random.default_rng(0)
-    n_stats = 20
-    model = LogregModel(
-        mean=np.zeros(n_stats), scale=np.ones(n_stats), coef=rng.standard_normal((2, n_stats)), intercept=np.zeros(2)
-    )
-    return save_bundle(
-        directory, model=model, taxonomy=Taxonomy("test", ("angry", "sad")), labels=("angry", "sad"),
-        feature_config=FeatureConfig(), training={"note": "tests"}, metrics={},
-    )
-
-
 def _copy(bundle: Path, destination: Path) -> Path:
     destination.mkdir()
     for item in bundle.iterdir():
@@ -190,9 +173,10 @@ def test_damaged_bundles_are_refused(tmp_path: Path, monkeypatch) -> None:
     import torch
     from safetensors.numpy import load_file, save_file
 
-    from training.bundle import CONFIG_FILE, WEIGHTS_FILE, load_bundle
+    from training.bundle.format import CONFIG_FILE, WEIGHTS_FILE
+    from training.bundle.load import load_bundle
 
-    good = _logreg_bundle(tmp_path / "good")
+    good = random_logreg_bundle(tmp_path / "good")
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a bundle was loaded with pickle")

@@ -2,8 +2,8 @@ import librosa
 import numpy as np
 import pytest
 
-from ser_udfs.feature_config import FeatureConfig, MelConfig, MfccConfig, StatsConfig
-from ser_udfs.features import compute_features, compute_features_batch, stats_length, zero_crossing_rate
+from ser_udfs.features.config import FeatureConfig, MelConfig, MfccConfig, StatsConfig
+from ser_udfs.features.compute import compute_features, compute_features_batch, stats_length, zero_crossing_rate
 
 RATE = 16000
 

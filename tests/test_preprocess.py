@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from ser_udfs.errors import ClipError
-from ser_udfs.feature_config import AudioConfig
-from ser_udfs.preprocess import (
+from ser_udfs.features.config import AudioConfig
+from ser_udfs.audio.preprocess import (
+    Resampler,
     condition_clip,
     downmix,
     fix_duration,
@@ -40,6 +41,33 @@ def test_resample_keeps_a_tone_and_the_duration(source_rate: int) -> None:
 def test_resample_is_identity_at_the_target_rate() -> None:
     tone = _tone(0.1, 16000)
     assert resample(tone, 16000, 16000) is tone
+    assert Resampler(16000, 16000, channels=2).push(np.stack([tone, tone])).shape == (2, tone.size)
+
+
+@pytest.mark.parametrize("source_rate", [8000, 44100])
+def test_streamed_resampling_gives_the_samples_of_whole_signal_preprocessing(source_rate: int) -> None:
+    """A minute of noise and tones on two channels, fed to the resampler in uneven blocks as call
+    scoring feeds it, against extraction's whole-signal preprocessing of each channel."""
+    config = AudioConfig()
+    rng = np.random.default_rng(7)
+    n = 60 * source_rate
+    stereo = np.stack([
+        0.05 * rng.standard_normal(n) + _tone(60.0, source_rate, 440.0) + _tone(60.0, source_rate, 1234.5, 0.2),
+        0.2 * rng.standard_normal(n) + _tone(60.0, source_rate, 97.0, 0.5),
+    ]).astype(np.float32)
+    resampler = Resampler(source_rate, config.target_sample_rate_hz, channels=2, quality=config.resample_quality)
+    sizes = rng.integers(1, 3 * source_rate, size=n)
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    edges = np.append(edges[edges < n], n)
+    blocks = [resampler.push(stereo[:, start:end]) for start, end in zip(edges[:-1], edges[1:])]
+    blocks.append(resampler.push(np.zeros((2, 0), np.float32), last=True))
+    assert len(blocks) > 30 and min(end - start for start, end in zip(edges[:-1], edges[1:])) < source_rate
+    streamed = np.concatenate(blocks, axis=1)
+    for channel in range(2):
+        whole = to_mono_target_rate(stereo[channel : channel + 1], source_rate, config)
+        assert streamed[channel].dtype == whole.dtype == np.float32
+        assert streamed[channel].shape == whole.shape == (60 * config.target_sample_rate_hz,)
+        np.testing.assert_allclose(streamed[channel], whole, rtol=0, atol=np.finfo(np.float32).eps)
 
 
 def test_peak_normalise_sets_the_peak_and_leaves_silence() -> None:
@@ -99,3 +127,6 @@ def test_silent_short_and_non_finite_clips_are_reported() -> None:
     with pytest.raises(ClipError) as non_finite:
         to_mono_target_rate(bad[None, :], 16000, config)
     assert non_finite.value.kind == "non_finite"
+    with pytest.raises(ClipError, match="constant DC offset") as dc_offset:
+        to_mono_target_rate(np.full((2, 16000), 0.25, np.float32), 16000, config)
+    assert dc_offset.value.kind == "silent"

@@ -13,8 +13,9 @@ import pytest
 
 from jobs import extract_features
 from ser_udfs.errors import UserError
-from ser_udfs.local_listing import uri_for_local_path, walk_local
+from ser_udfs.spark.listing import uri_for_local_path, walk_local
 from tests import torture
+from tests.builders import assert_tables_equal
 
 pytestmark = pytest.mark.spark
 
@@ -106,7 +107,7 @@ def test_spark_read_mode_gives_the_same_tables(extracted: Path, torture_root: Pa
     for table, key in (("features", "clip_id"), ("errors", "path")):
         python_read = pd.read_parquet(extracted / table).sort_values(key).reset_index(drop=True)
         spark_read = pd.read_parquet(tmp_path / "spark-read" / table).sort_values(key).reset_index(drop=True)
-        pd.testing.assert_frame_equal(python_read, spark_read)
+        assert_tables_equal(python_read, spark_read)
 
 
 def test_local_listing_spells_paths_like_spark_and_lists_each_file_once(spark, torture_root: Path) -> None:

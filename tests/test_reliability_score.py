@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import score_calls
-from ser_udfs.faults import FAIL_ONCE_ENV
-from ser_udfs.synthetic_calls import Turn, synth_call, write_call
+from ser_udfs.spark.faults import FAIL_ONCE_ENV
+from ser_udfs.synthetic.calls import Turn, synth_call, write_call
 from tests import torture
-from tests.test_calls import STEREO_TURNS, make_tiny_bundle
+from tests.builders import STEREO_TURNS, assert_tables_equal, call_bundle
 
 pytestmark = pytest.mark.spark
 
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg")
+    return call_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg")
 
 
 @pytest.fixture(scope="module")
@@ -114,4 +114,4 @@ def test_scoring_task_failing_once_per_partition_is_retried_without_duplicates(
     for table, key in keys.items():
         retried = pd.read_parquet(tmp_path / "retried" / table).sort_values(key).reset_index(drop=True)
         clean = pd.read_parquet(tmp_path / "clean" / table).sort_values(key).reset_index(drop=True)
-        pd.testing.assert_frame_equal(retried, clean, obj=table)
+        assert_tables_equal(retried, clean, obj=table)

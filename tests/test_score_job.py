@@ -14,18 +14,21 @@ from pyspark.sql.types import StructType
 
 from jobs._cli import run
 from jobs.score_calls import main
-from ser_udfs import spark_score
-from ser_udfs.calls import CallScoringConfig
-from ser_udfs.extract import clip_id_for
-from ser_udfs.spark_extract import local_uri
-from ser_udfs.spark_score import bundle_files, make_score_fn, model_id_for, output_ddl, worker_predictor
-from ser_udfs.synthetic_calls import Turn, synth_call, write_call
-from tests.test_calls import LABELS, STEREO_TURNS, make_tiny_bundle
+from ser_udfs.spark import model_cache
+from ser_udfs.spark import score as spark_score
+from ser_udfs.calls.stream import CallScoringConfig
+from ser_udfs.features.extract_file import clip_id_for
+from ser_udfs.spark.listing import local_uri
+from ser_udfs.spark.score import make_score_fn, output_ddl
+from ser_udfs.synthetic.calls import Turn, synth_call, write_call
+from tests.builders import CALL_LABELS, STEREO_TURNS, call_bundle
+from training.bundle.load import load_bundle
+from training.inference import ScoringModelFactory, model_id
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg")
+    return call_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
     counts = manifest["counts"]
     assert counts["calls_listed"] == N_CALLS
     assert (counts["calls_scored"], counts["errors"], counts["calls_without_speech"]) == (4, 1, 1)
-    assert manifest["model"]["model_id"] == model_id_for(bundle_dir)
+    assert manifest["model"]["model_id"] == model_id(load_bundle(bundle_dir))
     assert manifest["config"]["channels"]["select"] == "all"
     # one load per Python worker (local[2]: at most 2), not one per task (5 partitions)
     assert 1 <= manifest["model_loads"] <= 2 < manifest["spark"]["partitions"]
@@ -76,7 +79,7 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
     assert list(stereo["scored_channels"]) == ["0", "1"]
     assert (stereo["channels"], stereo["sample_rate"], stereo["encoding"]) == (2, 8000, "ULAW")
     assert stereo["duration_s"] == pytest.approx(18.0)
-    assert stereo["status"] == "ok" and stereo["dominant_emotion"] in LABELS
+    assert stereo["status"] == "ok" and stereo["dominant_emotion"] in CALL_LABELS
     assert calls.loc[local_uri(str(calls_dir / "silent.wav")), "status"] == "no_speech"
     assert list(segments.columns) == [
         "call_id", "path", "channel", "start_s", "end_s", "speech", "label", "confidence",
@@ -123,7 +126,7 @@ def test_a_window_the_model_cannot_take_is_refused_before_spark_starts(bundle_di
 
 
 def test_a_model_that_standardises_stats_per_speaker_is_refused(bundle_dir: Path, tmp_path: Path, capsys) -> None:
-    from training.bundle import load_bundle, save_bundle
+    from training.bundle.load import save_bundle
 
     tiny = load_bundle(bundle_dir)
     per_speaker = save_bundle(
@@ -149,27 +152,45 @@ class _Broadcast:
         self.value = value
 
 
-def test_the_model_is_loaded_once_per_worker_process(spark, bundle_dir: Path, calls_dir: Path, monkeypatch) -> None:
-    monkeypatch.setattr(spark_score, "_PREDICTORS", {})
+def test_the_model_is_loaded_once_per_worker_process(spark, bundle_dir: Path, calls_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
     loads = _Counter()
-    schema = to_arrow_schema(StructType.fromDDL(output_ddl(LABELS)))  # fromDDL needs a session
+    schema = to_arrow_schema(StructType.fromDDL(output_ddl(CALL_LABELS)))  # fromDDL needs a session
+    factory = ScoringModelFactory(files=_Broadcast(bundle.files), source=str(bundle_dir), torch_threads=0)
+    model_cache.clear()
     score = make_score_fn(
-        model_id=model_id_for(bundle_dir), model_files=_Broadcast(bundle_files(bundle_dir)), config=CallScoringConfig(),
+        model_id=model_id(bundle), make_predictor=factory, config=CallScoringConfig(),
         channels="all", read_mode="auto", output_schema=schema, model_loads=loads,
     )
     paths = [local_uri(str(calls_dir / name)) for name in ("stereo.wav", "silent.wav", "broken.wav")]
-    for path in paths:  # three tasks in the same process
-        batch = pa.RecordBatch.from_pylist([{"path": path, "content": None}], schema=pa.schema([("path", pa.string()), ("content", pa.binary())]))
-        out = pa.Table.from_batches(list(score(iter([batch]))), schema=schema).to_pandas()
-        assert set(out["table_kind"]) <= {"segments", "calls", "errors"}
-    assert loads.value == 1
-    assert worker_predictor(model_id_for(bundle_dir), {}, torch_threads=0, on_load=lambda: loads.add(1)) is not None
-    assert loads.value == 1
+    try:
+        for path in paths:  # three tasks in the same process
+            batch = pa.RecordBatch.from_pylist([{"path": path, "content": None}], schema=pa.schema([("path", pa.string()), ("content", pa.binary())]))
+            out = pa.Table.from_batches(list(score(iter([batch]))), schema=schema).to_pandas()
+            assert set(out["table_kind"]) <= {"segments", "calls", "errors"}
+        assert loads.value == 1
+        cached = model_cache.cached_model(model_id(bundle), lambda: pytest.fail("built again"), on_load=lambda: loads.add(1))
+        assert cached.labels == bundle.labels
+        assert loads.value == 1
+    finally:
+        model_cache.clear()
+
+
+def test_the_worker_factory_rebuilds_the_bundle_from_its_bytes_alone(bundle_dir: Path, tmp_path: Path) -> None:
+    import pickle
+    import shutil
+
+    moved = shutil.copytree(bundle_dir, tmp_path / bundle_dir.name)
+    bundle = load_bundle(moved)
+    factory = pickle.loads(pickle.dumps(ScoringModelFactory(files=_Broadcast(bundle.files), source=str(moved), torch_threads=0)))
+    shutil.rmtree(moved)  # the worker never reads the folder
+    rebuilt = factory()
+    assert (rebuilt.labels, rebuilt.path, model_id(rebuilt)) == (bundle.labels, bundle.path, model_id(bundle))
+    stats = np.random.default_rng(0).standard_normal((3, bundle.model.n_stats)).astype(np.float32)
+    np.testing.assert_array_equal(rebuilt.predict_proba({"stats": stats}), bundle.predict_proba({"stats": stats}))
 
 
 def test_bytes_read_by_spark_score_like_the_file(bundle_dir: Path, calls_dir: Path) -> None:
-    from training.bundle import load_bundle
-
     bundle = load_bundle(bundle_dir)
     path = local_uri(str(calls_dir / "stereo.wav"))
     by_path = spark_score.call_rows(path, str(calls_dir / "stereo.wav"), bundle, CallScoringConfig(), "all", "m")
@@ -183,12 +204,12 @@ def test_bytes_read_by_spark_score_like_the_file(bundle_dir: Path, calls_dir: Pa
 def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_path: Path, members: int) -> None:
     import torch
 
-    from training.bundle import load_bundle, save_bundle
-    from training.cnn import CnnArchitecture, CnnConfig, CnnEnsemble, build_model, networks
+    from training.bundle.load import save_bundle
+    from training.models.cnn import CnnArchitecture, CnnConfig, CnnEnsemble, build_model, networks
     from training.taxonomy import Taxonomy
 
-    from ser_udfs.feature_config import FeatureConfig
-    from ser_udfs.spark_score import load_scoring_model
+    from ser_udfs.features.config import FeatureConfig
+    from training.inference import load_scoring_model
 
     features = np.random.default_rng(0).normal(-40, 10, size=(3, 128, 94)).astype(np.float32)
     features[1, :, 30:60] += 30  # a loud stretch
@@ -203,7 +224,7 @@ def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_
                                   (norm.bias, -1, 1)):
             tensor.data.copy_(low + (high - low) * torch.rand(tensor.shape, generator=generator))
     path = save_bundle(
-        tmp_path / "tiny-cnn", model=model, taxonomy=Taxonomy("test", LABELS), labels=LABELS,
+        tmp_path / "tiny-cnn", model=model, taxonomy=Taxonomy("test", CALL_LABELS), labels=CALL_LABELS,
         feature_config=FeatureConfig(), training={}, metrics={},
     )
     batch = {"log_mel": features}
@@ -215,3 +236,6 @@ def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_
     reference = load_bundle(path).predict_proba(batch)
     assert np.ptp(reference[:, 0]) > 1e-3  # the check below compares outputs that differ
     np.testing.assert_allclose(scoring.predict_proba(batch), reference, atol=1e-5)
+    in_worker = ScoringModelFactory(files=_Broadcast(scoring.files), source=str(path), torch_threads=0)()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in in_worker.model.modules())
+    np.testing.assert_array_equal(in_worker.predict_proba(batch), scoring.predict_proba(batch))

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ser_udfs.extract import ExtractJobConfig
-from ser_udfs.feature_config import FeatureConfig
+from ser_udfs.spark.extract_driver import ExtractJobConfig
+from ser_udfs.features.config import FeatureConfig
 from ser_udfs.settings import ConfigError, apply_overrides, from_dict, parse_override_value, resolve_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from ser_udfs.corpora import CANONICAL_LABELS, parse_clip_path
-from ser_udfs.synthetic import EMOTION_PROFILES, synth_utterance, write_demo_corpus
+from ser_udfs.synthetic.speech import EMOTION_PROFILES, synth_utterance, write_demo_corpus
 
 RAVDESS_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise")
 SPEAKERS = ((1, False), (2, True), (3, False), (4, True))  # (speaker_seed, female)

@@ -9,7 +9,7 @@ import pytest
 
 from jobs import evaluate, extract_features, train
 from jobs._cli import run
-from ser_udfs.synthetic import write_demo_corpus
+from ser_udfs.synthetic.speech import write_demo_corpus
 
 pytestmark = pytest.mark.spark
 
@@ -59,6 +59,12 @@ def test_evaluate_refuses_a_table_with_another_feature_config(tables, tmp_path: 
     status = run(evaluate.main, ["--features", str(tables["mels64"]), "--model", str(bundle), "--output", str(tmp_path / "r")])
     assert status == 2
     assert "mel.n_mels" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_options_it_does_not_use(capsys) -> None:
+    status = run(evaluate.main, ["--features", "/t", "--model", "/m", "--output", "/r", "--set", "mel.n_mels=64"])
+    assert status == 2
+    assert "does not take --set mel.n_mels=64" in capsys.readouterr().err
 
 
 def test_random_split_is_said_in_the_report(tables, tmp_path: Path) -> None:

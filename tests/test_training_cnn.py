@@ -13,12 +13,11 @@ import pytest
 import torch
 
 from ser_udfs.errors import UserError
-from training.cnn import (
+from training.models.cnn import (
     CnnArchitecture,
     CnnConfig,
     CnnEnsemble,
     build_model,
-    evaluate_loss_and_ua,
     member_seed,
     model_input,
     networks,
@@ -26,7 +25,8 @@ from training.cnn import (
     spec_augment,
     train_model,
 )
-from training.cnn_distributed import run_training_process, train_distributed
+from training.models.cnn_distributed import run_training_process, train_distributed
+from training.metrics import loss_and_ua
 
 torch.set_num_threads(1)
 
@@ -105,7 +105,7 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     best_so_far = np.maximum.accumulate(history.validation_ua)
     qualifies = np.array(history.validation_ua) >= best_so_far
     assert qualifies[kept] and not qualifies[kept + 1 :].any()
-    loss, ua = evaluate_loss_and_ua(model, *validation, n_classes=CLASSES)
+    loss, ua = loss_and_ua(predict_proba(model, validation[0]), validation[1])
     assert (loss, ua) == pytest.approx((history.validation_loss[kept], history.validation_ua[kept]))
 
 
@@ -188,4 +188,4 @@ def test_ddp_training_in_two_processes_gives_a_usable_model() -> None:
     )
     assert len(history.train_loss) == 2 and 1 <= history.best_epoch <= 2
     assert predict_proba(model, features).shape == (24, CLASSES)
-    assert run_training_process.__module__ == "training.cnn_distributed"  # importable by the workers
+    assert run_training_process.__module__ == "training.models.cnn_distributed"  # importable by the workers

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from ser_udfs.errors import UserError
-from ser_udfs.feature_config import FeatureConfig, MelConfig
-from training.dataset import feature_batch, label_indices, table_feature_config
+from ser_udfs.features.config import FeatureConfig, MelConfig
+from training.data import feature_batch, label_indices, table_feature_config
 
 
 def _frame(shapes: list[tuple[int, int]]) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.fusion import fuse_probabilities
+from training.models.fusion import fuse_probabilities
 from training.speaker_norm import speaker_standardise
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ser_udfs.errors import UserError
-from training.logreg import LogregConfig, LogregModel, fit_logreg
+from training.models.logreg import LogregConfig, LogregModel, fit_logreg
 
 
 def _data(n_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

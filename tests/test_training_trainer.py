@@ -12,17 +12,18 @@ import pytest
 import torch
 
 from ser_udfs.errors import UserError
-from ser_udfs.feature_config import FeatureConfig, MelConfig
-from training.bundle import CONFIG_FILE, METRICS_FILE, STATS_MODEL_FILE, WEIGHTS_FILE, load_bundle
-from training.cnn import CnnConfig
-from training.cnn import predict_proba as cnn_predict_proba
-from training.dataset import feature_batch
+from ser_udfs.features.config import FeatureConfig, MelConfig
+from training.bundle.format import CONFIG_FILE, METRICS_FILE, STATS_MODEL_FILE, WEIGHTS_FILE
+from training.bundle.load import load_bundle, load_bundle_from_files
+from training.models.cnn import CnnConfig
+from training.models.cnn import predict_proba as cnn_predict_proba
+from training.data import feature_batch
 from training.evaluate import EVALUATION_FILE, PREDICTIONS_FILE, evaluate_frame, predict_frame
-from training.fusion import fuse_probabilities
-from training.logreg import LogregConfig
+from training.models.fusion import fuse_probabilities
+from training.models.logreg import LogregConfig
 from training.speaker_norm import speaker_standardise
 from training.splits import SplitConfig, speaker_keys
-from training.trainer import CONFUSION_PLOT, CURVES_PLOT, TrainConfig, train_from_frame
+from training.protocol import CONFUSION_PLOT, CURVES_PLOT, TrainConfig, train_from_frame
 
 torch.set_num_threads(1)
 
@@ -85,6 +86,9 @@ def test_logreg_holdout_bundle_round_trip(frame: pd.DataFrame, tmp_path: Path) -
     assert probabilities.shape == (len(frame), 4)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert np.array_equal(probabilities, load_bundle(tmp_path).predict_proba(feature_batch(frame, ["stats"])))
+    rebuilt = load_bundle_from_files(bundle.files, source=str(tmp_path))
+    assert sorted(bundle.files) == [CONFIG_FILE, WEIGHTS_FILE] and rebuilt.config == bundle.config
+    assert np.array_equal(probabilities, rebuilt.predict_proba(feature_batch(frame, ["stats"])))
 
 
 def test_cnn_kfold_bundle_round_trip_and_evaluation(frame: pd.DataFrame, tmp_path: Path) -> None:
@@ -102,7 +106,7 @@ def test_cnn_kfold_bundle_round_trip_and_evaluation(frame: pd.DataFrame, tmp_pat
     batch = feature_batch(frame.iloc[:10], ["log_mel", "mfcc", "stats"])
     np.testing.assert_array_equal(bundle.predict_proba(batch), load_bundle(tmp_path / "bundle").predict_proba(batch))
 
-    evaluation = evaluate_frame(frame, tmp_path / "bundle", tmp_path / "eval", feature_config=FEATURE_CONFIG.to_dict())
+    evaluation = evaluate_frame(frame, bundle, tmp_path / "eval", feature_config=FEATURE_CONFIG.to_dict())
     assert evaluation["metrics"]["n"] == 72  # originals of the four basic4 labels
     assert evaluation["augmented"]["n"] == 72
     assert len(evaluation["speakers_seen_in_training"]) == 6
@@ -147,6 +151,8 @@ def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFra
     np.testing.assert_allclose(fused, fuse_probabilities(cnn_alone, stats_alone, 0.4), atol=1e-6)
     assert np.abs(fused - cnn_alone).max() > 1e-2
     np.testing.assert_array_equal(fused, load_bundle(path).predict_proba(batch, groups))
+    assert sorted(bundle.files) == [CONFIG_FILE, WEIGHTS_FILE, STATS_MODEL_FILE]
+    np.testing.assert_array_equal(fused, load_bundle_from_files(bundle.files, source=str(path)).predict_proba(batch, groups))
     # Evaluation batches by speaker, so any batch size gives the whole table's figures.
     np.testing.assert_allclose(predict_frame(bundle, mapped, batch_rows=7), fused, atol=1e-6)
 
@@ -172,7 +178,7 @@ def test_speaker_standardised_logreg_removes_speaker_offsets(tmp_path: Path) -> 
     assert ua["speaker"] > 0.9 and ua["speaker"] > ua["global"] + 0.15, ua
     bundle = load_bundle(tmp_path / "speaker")
     assert bundle.needs_speaker_groups and not load_bundle(tmp_path / "global").needs_speaker_groups
-    evaluation = evaluate_frame(frame, tmp_path / "speaker", tmp_path / "eval", feature_config=FEATURE_CONFIG.to_dict())
+    evaluation = evaluate_frame(frame, load_bundle(tmp_path / "speaker"), tmp_path / "eval", feature_config=FEATURE_CONFIG.to_dict())
     assert evaluation["metrics"]["ua"] > 0.9
 
 
@@ -187,7 +193,7 @@ def test_feature_config_mismatch_is_refused(frame: pd.DataFrame, logreg_bundle: 
     other = FeatureConfig(mel=MelConfig(n_mels=64))
     relabelled = frame.assign(feature_config_version=other.version())
     with pytest.raises(UserError, match=r"mel\.n_mels: 12 here, 64 there"):
-        evaluate_frame(relabelled, logreg_bundle, tmp_path, feature_config=other.to_dict())
+        evaluate_frame(relabelled, load_bundle(logreg_bundle), tmp_path, feature_config=other.to_dict())
     with pytest.raises(UserError, match="re-extract"):
         load_bundle(logreg_bundle).check_feature_config(other, source="the scoring job")
     load_bundle(logreg_bundle).check_feature_config(FEATURE_CONFIG.to_dict(), source="the scoring job")

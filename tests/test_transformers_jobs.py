@@ -7,6 +7,7 @@ The features table is written here directly (waveforms of synthetic tones, the l
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,11 @@ import torch
 
 from jobs import evaluate, extract_embeddings, train
 from jobs._cli import run
-from ser_udfs.embeddings import pooled_hidden_states
-from training.bundle import load_bundle
-from training.hf_audio import load_encoder
+from ser_udfs.encoders.pooling import pooled_hidden_states
+from training.bundle.load import load_bundle
+from ser_udfs.encoders.loading import load_encoder
+from tests.builders import ENCODER_SAMPLE_RATE, WAVEFORM_FEATURE_CONFIG, embedding_head_config, save_tiny_encoder, synthetic_waveform_frame
 
-from tests.test_transformers_models import FEATURE_CONFIG, SAMPLE_RATE, save_tiny_encoder, synthetic_waveform_frame
 
 pytestmark = pytest.mark.spark
 torch.set_num_threads(1)
@@ -39,8 +40,8 @@ def write_features_table(frame: pd.DataFrame, output: Path, *, with_waveform: bo
         folder = output / "features" / f"corpus={corpus}"
         folder.mkdir(parents=True)
         pq.write_table(pa.table(columns), folder / "part-00000.parquet")
-    manifest = {"job": "extract_features", "feature_config": FEATURE_CONFIG.to_dict(),
-                "feature_config_version": FEATURE_CONFIG.version()}
+    manifest = {"job": "extract_features", "feature_config": WAVEFORM_FEATURE_CONFIG.to_dict(),
+                "feature_config_version": WAVEFORM_FEATURE_CONFIG.version()}
     (output / "_manifest.json").write_text(json.dumps(manifest))
     (output / "_SUCCESS").write_text("")
     return output
@@ -77,7 +78,7 @@ def test_embeddings_job_writes_the_pooled_hidden_states(embeddings: Path, frame:
     assert (embeddings / "_SUCCESS").exists()
     assert manifest["counts"] == {"clips": len(frame), "rows_written": len(frame)}
     assert manifest["embedding_shape"] == [2, 32] and manifest["config"]["embedding"]["layers"] == [0, 2]
-    assert manifest["feature_config"] == FEATURE_CONFIG.to_dict()
+    assert manifest["feature_config"] == WAVEFORM_FEATURE_CONFIG.to_dict()
     written = pd.read_parquet(embeddings / "embeddings").set_index("clip_id").loc[frame["clip_id"]]
     assert set(written["corpus"]) == {"synth"} and list(written["label"]) == list(frame["label"])
     assert {tuple(shape) for shape in written["embedding_shape"]} == {(2, 32)}
@@ -85,7 +86,7 @@ def test_embeddings_job_writes_the_pooled_hidden_states(embeddings: Path, frame:
     assert written["embedding_version"].nunique() == 1
     encoder = load_encoder(str(encoder_dir))
     expected = pooled_hidden_states(encoder.model, encoder.extractor, np.stack(frame["waveform"].to_numpy()),
-                                    sample_rate_hz=SAMPLE_RATE, layers=[0, 2])
+                                    sample_rate_hz=ENCODER_SAMPLE_RATE, layers=[0, 2])
     np.testing.assert_allclose(np.stack(written["embedding"].to_numpy()), expected.reshape(len(frame), -1), atol=1e-5)
 
 
@@ -149,14 +150,14 @@ def test_jobs_refuse_a_table_without_waveforms(frame: pd.DataFrame, encoder_dir:
 @pytest.mark.slow
 def test_score_job_accepts_a_transformer_bundle(spark, frame: pd.DataFrame, encoder_dir: Path, tmp_path: Path) -> None:
     from jobs import score_calls
-    from ser_udfs.synthetic_calls import Turn, synth_call, write_call
-    from training.embedding_head import train_embedding_head_from_frame
-
-    from tests.test_transformers_models import _head_config
+    from ser_udfs.synthetic.calls import Turn, synth_call, write_call
+    from training.protocol import train_from_frame
 
     bundle = tmp_path / "bundle"
-    train_embedding_head_from_frame(frame, _head_config(), feature_config=FEATURE_CONFIG.to_dict(), output_dir=bundle,
-                                    pretrained=str(encoder_dir), layer=2)
+    config = embedding_head_config()
+    config = replace(config, embedding=replace(config.embedding, pretrained=str(encoder_dir)),
+                     head=replace(config.head, layer=2))
+    train_from_frame(frame, config, feature_config=WAVEFORM_FEATURE_CONFIG.to_dict(), output_dir=bundle)
     call = synth_call([Turn(0, 0.5, 3.0, "angry")], duration_s=4.0, channels=1, seed=2)
     write_call(tmp_path / "calls" / "call.wav", call, 8000)
     status = run(score_calls.main, ["--input", str(tmp_path / "calls"), "--model", str(bundle),

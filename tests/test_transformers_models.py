@@ -5,98 +5,31 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from ser_udfs.embeddings import (
-    encoder_batch,
-    frame_mask,
-    pooled_hidden_states,
-    receptive_field,
-    valid_spans,
-)
+from ser_udfs.encoders.inputs import encoder_batch, frame_mask, receptive_field, valid_spans
+from ser_udfs.encoders.pooling import pooled_hidden_states
 from ser_udfs.errors import UserError
-from ser_udfs.feature_config import AudioConfig, FeatureConfig
-from training.bundle import CONFIG_FILE, WEIGHTS_FILE, load_bundle
-from training.embedding_head import EmbeddingHeadTrainConfig, HeadConfig, train_embedding_head_from_frame
+from ser_udfs.features.config import AudioConfig, FeatureConfig
+from training.bundle.format import CONFIG_FILE, WEIGHTS_FILE
+from training.bundle.load import load_bundle
+from training.models.embedding_head import EmbeddingHeadTrainConfig
 from training.evaluate import evaluate_frame
-from training.hf_audio import PretrainedSource, checkpoint_label_sources, load_classifier, load_encoder
+from ser_udfs.encoders.loading import PretrainedSource, load_encoder
+from training.models.hf_classifier import checkpoint_label_sources, load_classifier
 from training.splits import SplitConfig
 from training.taxonomy import load_taxonomy
-from training.wav2vec2_finetune import FinetuneConfig, Wav2Vec2TrainConfig, train_wav2vec2_from_frame
+from training.models.wav2vec2 import FinetuneConfig, Wav2Vec2TrainConfig
+from training.protocol import train_from_frame
+from tests.builders import ENCODER_SAMPLE_RATE, WAVEFORM_FEATURE_CONFIG, embedding_head_config, save_tiny_encoder, synthetic_waveform_frame
 
 torch.set_num_threads(1)
 
-SAMPLE_RATE = 16000
-CLIP_SAMPLES = 8000
-FEATURE_CONFIG = FeatureConfig(audio=AudioConfig(clip_seconds=CLIP_SAMPLES / SAMPLE_RATE))
 EMOTION_LABELS = {0: "ang", 1: "calm", 2: "hap", 3: "neu", 4: "sad", 5: "sur"}
-
-
-def save_tiny_encoder(
-    directory: Path,
-    *,
-    with_mask: bool = True,
-    id2label: Mapping[int, str] | None = None,
-    sampling_rate: int = SAMPLE_RATE,
-    model_type: str = "wav2vec2",
-    seed: int = 0,
-) -> Path:
-    """A 2-layer, hidden-32 encoder (with a classification head when ``id2label`` is given) and its extractor."""
-    import transformers
-
-    torch.manual_seed(seed)
-    config_class = {"wav2vec2": transformers.Wav2Vec2Config, "wavlm": transformers.WavLMConfig,
-                    "hubert": transformers.HubertConfig}[model_type]
-    config = config_class(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(16, 16), conv_kernel=(10, 4), conv_stride=(10, 4), conv_bias=True,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, classifier_proj_size=16,
-        feat_extract_norm="layer" if with_mask else "group", do_stable_layer_norm=with_mask,
-        **({"id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}} if id2label else {}),
-    )
-    if id2label:
-        model = transformers.AutoModelForAudioClassification.from_config(config)
-        config.architectures = [type(model).__name__]
-    else:
-        model = transformers.AutoModel.from_config(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    transformers.Wav2Vec2FeatureExtractor(
-        sampling_rate=sampling_rate, do_normalize=True, return_attention_mask=with_mask
-    ).save_pretrained(directory)
-    return directory
-
-
-def tone_clip(frequency_hz: float, rng: np.random.Generator, *, samples: int = CLIP_SAMPLES) -> np.ndarray:
-    """A tone with noise, of random length, centred in zero padding (like a preprocessed clip)."""
-    length = int(rng.integers(samples // 2, samples))
-    time = np.arange(length) / SAMPLE_RATE
-    wave = np.sin(2 * np.pi * frequency_hz * time + rng.uniform(0, 2 * np.pi)) + 0.1 * rng.normal(size=length)
-    clip = np.zeros(samples, dtype=np.float32)
-    offset = (samples - length) // 2
-    clip[offset : offset + length] = 0.9 * wave / np.abs(wave).max()
-    return clip
-
-
-def synthetic_waveform_frame(*, n_speakers: int = 4, clips_per_label: int = 4, seed: int = 0) -> pd.DataFrame:
-    """Features rows with waveforms: ``angry`` clips are high tones, ``sad`` clips low tones."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for speaker in range(n_speakers):
-        for label, (low, high) in (("angry", (1500, 2500)), ("sad", (150, 300))):
-            for clip in range(clips_per_label):
-                rows.append({
-                    "clip_id": f"{speaker}{label}{clip}", "path": f"file:/synth/s{speaker}/{label}_{clip}.wav",
-                    "corpus": "synth", "speaker": str(speaker), "gender": None, "label": label, "raw_label": label,
-                    "augmentation": None, "feature_config_version": FEATURE_CONFIG.version(),
-                    "waveform": tone_clip(rng.uniform(low, high), rng),
-                })
-    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +44,12 @@ def frame() -> pd.DataFrame:
 
 def _waveforms(frame: pd.DataFrame) -> np.ndarray:
     return np.stack(frame["waveform"].to_numpy())
+
+
+def _embedding_config(config: EmbeddingHeadTrainConfig, encoder_dir: Path, layer: int | None = None) -> EmbeddingHeadTrainConfig:
+    """``config`` on the encoder in ``encoder_dir`` (and head layer ``layer``), as --pretrained and --layer set it."""
+    head = config.head if layer is None else replace(config.head, layer=layer)
+    return replace(config, embedding=replace(config.embedding, pretrained=str(encoder_dir)), head=head)
 
 
 # --- label maps ------------------------------------------------------------------------------
@@ -172,7 +111,7 @@ def test_missing_folders_and_unreachable_hub_ids_are_user_errors(tmp_path: Path)
 @pytest.mark.parametrize("model_type", ["wavlm", "hubert"])
 def test_other_encoder_families_load_and_embed(model_type: str, tmp_path: Path, frame: pd.DataFrame) -> None:
     encoder = load_encoder(str(save_tiny_encoder(tmp_path / model_type, model_type=model_type)))
-    pooled = pooled_hidden_states(encoder.model, encoder.extractor, _waveforms(frame)[:3], sample_rate_hz=SAMPLE_RATE)
+    pooled = pooled_hidden_states(encoder.model, encoder.extractor, _waveforms(frame)[:3], sample_rate_hz=ENCODER_SAMPLE_RATE)
     assert pooled.shape == (3, 3, 32) and np.isfinite(pooled).all()
 
 
@@ -200,22 +139,22 @@ def test_pooling_uses_the_valid_frames_and_does_not_depend_on_the_batch(with_mas
                                                                          frame: pd.DataFrame) -> None:
     encoder = load_encoder(str(save_tiny_encoder(tmp_path / "e", with_mask=with_mask)))
     waveforms = _waveforms(frame)[:4]
-    pooled = pooled_hidden_states(encoder.model, encoder.extractor, waveforms, sample_rate_hz=SAMPLE_RATE, batch_size=4)
+    pooled = pooled_hidden_states(encoder.model, encoder.extractor, waveforms, sample_rate_hz=ENCODER_SAMPLE_RATE, batch_size=4)
     for index in range(4):
         alone = pooled_hidden_states(encoder.model, encoder.extractor, waveforms[index : index + 1],
-                                     sample_rate_hz=SAMPLE_RATE)
+                                     sample_rate_hz=ENCODER_SAMPLE_RATE)
         np.testing.assert_allclose(alone, pooled[index : index + 1], atol=2e-5)
     # Independently: the model on the clip's valid part alone, mean over all its frames.
     (start,), (stop,) = valid_spans(waveforms[:1], min_samples=40)
-    single = encoder.extractor(waveforms[0][start:stop], sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    single = encoder.extractor(waveforms[0][start:stop], sampling_rate=ENCODER_SAMPLE_RATE, return_tensors="pt")
     with torch.no_grad():
         hidden = encoder.model(single["input_values"], output_hidden_states=True).hidden_states
     if with_mask:  # with zero padding (no mask) the model sees the padding, so only the masked model matches exactly
         expected = torch.stack([state[0].mean(dim=0) for state in hidden]).numpy()
         np.testing.assert_allclose(pooled[0], expected, atol=2e-5)
-    last = pooled_hidden_states(encoder.model, encoder.extractor, waveforms, sample_rate_hz=SAMPLE_RATE, layers=[-1])
+    last = pooled_hidden_states(encoder.model, encoder.extractor, waveforms, sample_rate_hz=ENCODER_SAMPLE_RATE, layers=[-1])
     np.testing.assert_allclose(last[:, 0], pooled[:, 2], atol=2e-5)
-    mixed = pooled_hidden_states(encoder.model, encoder.extractor, waveforms, sample_rate_hz=SAMPLE_RATE,
+    mixed = pooled_hidden_states(encoder.model, encoder.extractor, waveforms, sample_rate_hz=ENCODER_SAMPLE_RATE,
                                  layers=[0, 2], layer_weights=[1.0, 3.0])
     np.testing.assert_allclose(mixed[:, 0], 0.25 * pooled[:, 0] + 0.75 * pooled[:, 2], atol=2e-5)
 
@@ -225,28 +164,22 @@ def test_mismatched_sample_rate_and_bad_layers_are_refused(encoder_dir: Path, fr
     with pytest.raises(UserError, match="expects 16000 Hz audio but the waveforms are at 8000 Hz"):
         encoder_batch(encoder.extractor, _waveforms(frame)[:2], sample_rate_hz=8000, trim_padding=True, min_samples=40)
     with pytest.raises(UserError, match="layer 5 does not exist"):
-        pooled_hidden_states(encoder.model, encoder.extractor, _waveforms(frame)[:2], sample_rate_hz=SAMPLE_RATE,
+        pooled_hidden_states(encoder.model, encoder.extractor, _waveforms(frame)[:2], sample_rate_hz=ENCODER_SAMPLE_RATE,
                              layers=[5])
     table_22k = FeatureConfig(audio=AudioConfig(target_sample_rate_hz=22050, clip_seconds=0.5))
     relabelled = frame.assign(feature_config_version=table_22k.version())
     with pytest.raises(UserError, match="target_sample_rate_hz=16000"):
-        train_embedding_head_from_frame(relabelled, _head_config(), feature_config=table_22k.to_dict(),
-                                        output_dir="/nonexistent", pretrained=str(encoder_dir))
+        train_from_frame(relabelled, _embedding_config(embedding_head_config(), encoder_dir),
+                         feature_config=table_22k.to_dict(), output_dir="/nonexistent")
 
 
 # --- bundles -------------------------------------------------------------------------------------
 
 
-def _head_config(model: str = "embed-logreg", layer: int = -1) -> EmbeddingHeadTrainConfig:
-    return EmbeddingHeadTrainConfig(
-        model=model, taxonomy="basic4", seed=1, split=SplitConfig(folds=2),
-        head=HeadConfig(layer=layer, max_epochs=30, patience=10, validation_fraction=0.34, mlp_hidden_units=8),
-    )
-
-
-def _wav2vec2_config(**changes: object) -> Wav2Vec2TrainConfig:
+def _wav2vec2_config(encoder_dir: Path, **changes: object) -> Wav2Vec2TrainConfig:
     finetune = FinetuneConfig(max_epochs=2, patience=2, batch_size=4, gradient_accumulation_steps=2,
-                              learning_rate=1e-3, classifier_proj_size=8, validation_fraction=0.34, **changes)
+                              learning_rate=1e-3, classifier_proj_size=8, validation_fraction=0.34,
+                              pretrained=str(encoder_dir), **changes)
     return Wav2Vec2TrainConfig(taxonomy="basic4", seed=2, split=SplitConfig(folds=1, test_fraction=0.25),
                                wav2vec2=finetune)
 
@@ -254,8 +187,8 @@ def _wav2vec2_config(**changes: object) -> Wav2Vec2TrainConfig:
 @pytest.mark.parametrize(("model", "layer"), [("embed-logreg", -1), ("embed-mlp", 1)])
 def test_embedding_head_bundle_round_trip_and_evaluation(model: str, layer: int, encoder_dir: Path,
                                                          frame: pd.DataFrame, tmp_path: Path) -> None:
-    result = train_embedding_head_from_frame(frame, _head_config(model), feature_config=FEATURE_CONFIG.to_dict(),
-                                             output_dir=tmp_path / "bundle", pretrained=str(encoder_dir), layer=layer)
+    result = train_from_frame(frame, _embedding_config(embedding_head_config(model), encoder_dir, layer),
+                              feature_config=WAVEFORM_FEATURE_CONFIG.to_dict(), output_dir=tmp_path / "bundle")
     assert result["model"] == model and result["labels"] == ["angry", "sad"]
     assert len(result["metrics"]["ua"]["values"]) == 2
     config = json.loads((tmp_path / "bundle" / CONFIG_FILE).read_text())
@@ -268,15 +201,15 @@ def test_embedding_head_bundle_round_trip_and_evaluation(model: str, layer: int,
     assert probabilities.shape == (6, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(probabilities, load_bundle(tmp_path / "bundle").predict_proba(batch), atol=1e-6)
-    evaluation = evaluate_frame(frame, tmp_path / "bundle", tmp_path / "eval", feature_config=FEATURE_CONFIG.to_dict())
+    evaluation = evaluate_frame(frame, bundle, tmp_path / "eval", feature_config=WAVEFORM_FEATURE_CONFIG.to_dict())
     assert evaluation["metrics"]["n"] == len(frame) and evaluation["model"] == model
 
 
 def test_wav2vec2_bundle_round_trip_and_tampering(encoder_dir: Path, frame: pd.DataFrame, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    result = train_wav2vec2_from_frame(frame, _wav2vec2_config(freeze_layers=1), feature_config=FEATURE_CONFIG.to_dict(),
-                                       output_dir=tmp_path / "bundle", pretrained=str(encoder_dir))
+    result = train_from_frame(frame, _wav2vec2_config(encoder_dir, freeze_layers=1),
+                              feature_config=WAVEFORM_FEATURE_CONFIG.to_dict(), output_dir=tmp_path / "bundle")
     assert set(result["metrics"]) == {"accuracy", "ua", "macro_f1"}
     config = json.loads((tmp_path / "bundle" / CONFIG_FILE).read_text())
     assert config["model_kind"] == "wav2vec2"
@@ -298,7 +231,7 @@ def test_wav2vec2_bundle_round_trip_and_tampering(encoder_dir: Path, frame: pd.D
 
 
 def test_freezing_and_rows_without_waveforms(encoder_dir: Path, frame: pd.DataFrame, tmp_path: Path) -> None:
-    from training.wav2vec2_finetune import freeze_parameters
+    from training.models.wav2vec2 import freeze_parameters
 
     taxonomy = load_taxonomy("basic4")
     model, _, _ = load_classifier(str(encoder_dir), taxonomy.labels, taxonomy, config_overrides={},
@@ -312,9 +245,8 @@ def test_freezing_and_rows_without_waveforms(encoder_dir: Path, frame: pd.DataFr
     with pytest.raises(UserError, match="only 2 transformer layers"):
         freeze_parameters(model, feature_encoder=True, layers=3)
     with pytest.raises(UserError, match="keep_waveform=true"):
-        train_wav2vec2_from_frame(frame.drop(columns="waveform"), _wav2vec2_config(),
-                                  feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path,
-                                  pretrained=str(encoder_dir))
+        train_from_frame(frame.drop(columns="waveform"), _wav2vec2_config(encoder_dir),
+                         feature_config=WAVEFORM_FEATURE_CONFIG.to_dict(), output_dir=tmp_path)
 
 
 def test_embedding_head_refuses_an_embeddings_table_of_another_encoder(encoder_dir: Path, frame: pd.DataFrame,
@@ -325,5 +257,5 @@ def test_embedding_head_refuses_an_embeddings_table_of_another_encoder(encoder_d
         embedding_version="000000000000",
     )
     with pytest.raises(UserError, match="another encoder or settings"):
-        train_embedding_head_from_frame(table, replace(_head_config()), feature_config=FEATURE_CONFIG.to_dict(),
-                                        output_dir=tmp_path, pretrained=str(encoder_dir))
+        train_from_frame(table, _embedding_config(embedding_head_config(), encoder_dir),
+                         feature_config=WAVEFORM_FEATURE_CONFIG.to_dict(), output_dir=tmp_path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ser_udfs.synthetic import synth_utterance
-from ser_udfs.vad import SpeechDetector, VadConfig, detect_speech
+from ser_udfs.synthetic.speech import synth_utterance
+from ser_udfs.audio.vad import SpeechDetector, VadConfig, detect_speech
 
 RATE = 16000
 

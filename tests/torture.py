@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ser_udfs.spark_extract import ERROR_COLUMNS, FEATURE_COLUMNS_DDL
-from ser_udfs.synthetic import synth_utterance
+from ser_udfs.spark.extract import ERROR_COLUMNS, FEATURE_COLUMNS_DDL
+from ser_udfs.synthetic.speech import synth_utterance
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md"
 TABLE_BEGIN = "<!-- torture-table:begin (python -m tests.torture --write-doc) -->"

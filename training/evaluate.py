@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 
 from ser_udfs.errors import UserError
-from training.bundle import Bundle, load_bundle
-from training.dataset import feature_batch, label_indices, table_feature_config
+from ser_udfs.features.config import FeatureConfig
+from training.bundle.load import Bundle
+from training.data import feature_batch, label_indices, table_feature_config
 from training.metrics import classification_metrics, format_headline, grouped_metrics
 from training.plots import plot_confusion_matrix
 from training.splits import speaker_keys
-from training.taxonomy import apply_taxonomy
+from training.taxonomy import TaxonomyReport, apply_taxonomy
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,10 @@ def predict_frame(bundle: Bundle, frame: pd.DataFrame, *, batch_rows: int = PRED
 
 def evaluate_frame(
     frame: pd.DataFrame,
-    bundle_dir: str | Path,
+    bundle: Bundle,
     output_dir: str | Path,
     *,
-    feature_config: Mapping[str, Any],
+    feature_config: FeatureConfig | Mapping[str, Any],
 ) -> dict[str, Any]:
     """Score labelled features rows with a bundle and write metrics, plot and predictions.
 
@@ -63,29 +64,20 @@ def evaluate_frame(
     ----------
     frame
         Features rows with ``label`` (e.g. ``pd.read_parquet(table)``).
-    bundle_dir
-        A bundle written by :func:`training.trainer.train_from_frame`.
+    bundle
+        A loaded bundle (:func:`training.bundle.load.load_bundle`).
     output_dir
         Receives ``evaluation.json``, ``confusion_matrix.png`` and ``predictions.parquet``.
     feature_config
-        The table's feature config dict (from its ``_manifest.json``); must match the bundle's.
+        The table's feature config (or the dict of its ``_manifest.json``); must match the bundle's.
 
     Returns
     -------
     dict
         The content of ``evaluation.json``.
     """
-    bundle = load_bundle(bundle_dir)
     bundle.check_feature_config(table_feature_config(frame, feature_config), source="the features table")
-    mapped, report = apply_taxonomy(frame, bundle.taxonomy)
-    covered = mapped["label"].isin(bundle.labels).to_numpy()
-    untrained = mapped.loc[~covered, "label"].value_counts().to_dict()
-    mapped = mapped.loc[covered].reset_index(drop=True)
-    if mapped.empty:
-        raise UserError(
-            f"no rows of the table carry one of the bundle's labels {list(bundle.labels)} "
-            f"(taxonomy {bundle.taxonomy.name}); nothing to evaluate"
-        )
+    mapped, report, untrained = _rows_with_bundle_labels(frame, bundle)
     probabilities = predict_frame(bundle, mapped)
     predicted = probabilities.argmax(axis=1)
     truth = label_indices(mapped, bundle.labels)
@@ -115,7 +107,29 @@ def evaluate_frame(
             "%d evaluated speakers were in the bundle's training data: their figures are not speaker-independent",
             len(seen),
         )
-    output = Path(output_dir)
+    _write_report(Path(output_dir), evaluation, bundle, mapped, probabilities)
+    logger.info("evaluation of %s: %s", bundle.path, format_headline(evaluation["metrics"]))
+    return evaluation
+
+
+def _rows_with_bundle_labels(frame: pd.DataFrame, bundle: Bundle) -> tuple[pd.DataFrame, TaxonomyReport, dict[str, int]]:
+    """Rows mapped onto the bundle's taxonomy whose label the bundle predicts, the taxonomy report,
+    and how many mapped rows carry each label the bundle has no class for."""
+    mapped, report = apply_taxonomy(frame, bundle.taxonomy)
+    covered = mapped["label"].isin(bundle.labels).to_numpy()
+    untrained = mapped.loc[~covered, "label"].value_counts().to_dict()
+    mapped = mapped.loc[covered].reset_index(drop=True)
+    if mapped.empty:
+        raise UserError(
+            f"no rows of the table carry one of the bundle's labels {list(bundle.labels)} "
+            f"(taxonomy {bundle.taxonomy.name}); nothing to evaluate"
+        )
+    return mapped, report, untrained
+
+
+def _write_report(output: Path, evaluation: dict[str, Any], bundle: Bundle, mapped: pd.DataFrame,
+                  probabilities: np.ndarray) -> None:
+    """``evaluation.json``, the confusion matrix and ``predictions.parquet`` (``probabilities`` ``[n, k]``)."""
     output.mkdir(parents=True, exist_ok=True)
     matrix = evaluation["metrics"]["confusion_matrix"]
     plot_confusion_matrix(
@@ -124,8 +138,6 @@ def evaluate_frame(
     )
     _predictions_table(mapped, probabilities, bundle.labels).to_parquet(output / PREDICTIONS_FILE, index=False)
     (output / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n")
-    logger.info("evaluation of %s: %s", bundle.path, format_headline(evaluation["metrics"]))
-    return evaluation
 
 
 def _predictions_table(frame: pd.DataFrame, probabilities: np.ndarray, labels: tuple[str, ...]) -> pd.DataFrame:

@@ -9,6 +9,9 @@ Definitions (``C[i, j]`` = rows of true class ``i`` predicted as ``j``):
   ``recall = C[i, i] / row i``, ``f1 = 2 p r / (p + r)`` (0 when ``p + r = 0``).
 - ``macro_f1``: mean F1 over the classes that occur in the true or the predicted labels
   (scikit-learn's default).
+
+:func:`loss_and_ua` gives the figures early stopping watches (mean cross-entropy and UA of a
+model's probabilities on held-out speakers).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
     matrix = confusion_matrix(y_true, y_pred, len(labels))
     true_counts, predicted_counts = matrix.sum(axis=1), matrix.sum(axis=0)
     correct = np.diag(matrix).astype(np.float64)
-    recall = np.divide(correct, true_counts, out=np.zeros_like(correct), where=true_counts > 0)
+    recall = _recall(matrix)
     precision = np.divide(correct, predicted_counts, out=np.zeros_like(correct), where=predicted_counts > 0)
     denominator = precision + recall
     f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(correct), where=denominator > 0)
@@ -56,7 +59,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
     return {
         "n": total,
         "accuracy": float(correct.sum() / total) if total else float("nan"),
-        "ua": float(recall[present].mean()) if present.any() else float("nan"),
+        "ua": _unweighted_accuracy(matrix),
         "macro_f1": float(f1[seen].mean()) if seen.any() else float("nan"),
         "per_class": {
             label: {
@@ -69,6 +72,27 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
         },
         "confusion_matrix": {"labels": list(labels), "matrix": matrix.tolist()},
     }
+
+
+def _recall(matrix: np.ndarray) -> np.ndarray:
+    """Recall ``[k]`` per true class of a confusion matrix ``[k, k]`` (0 for absent classes)."""
+    true_counts = matrix.sum(axis=1)
+    correct = np.diag(matrix).astype(np.float64)
+    return np.divide(correct, true_counts, out=np.zeros_like(correct), where=true_counts > 0)
+
+
+def _unweighted_accuracy(matrix: np.ndarray) -> float:
+    """Mean recall over the true classes present in a confusion matrix ``[k, k]`` (NaN if none)."""
+    present = matrix.sum(axis=1) > 0
+    return float(_recall(matrix)[present].mean()) if present.any() else float("nan")
+
+
+def loss_and_ua(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean cross-entropy and UA of class probabilities ``[m, k]`` for class indices ``[m]``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    loss = float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-12)))
+    matrix = confusion_matrix(labels, probabilities.argmax(axis=1), probabilities.shape[1])
+    return loss, _unweighted_accuracy(matrix)
 
 
 def grouped_metrics(

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from training.cnn import TrainingHistory
+from training.fitting import TrainingHistory
 
 
 def _pyplot():

@@ -1,0 +1,94 @@
+"""One audio file in, its feature rows out: the per-clip work of the extraction job.
+
+Pure NumPy, no Spark: the Spark wrapper (:mod:`ser_udfs.spark.extract`) and the benchmarks
+call :func:`extract_file` on each file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ser_udfs.audio.augment import AugmentConfig, augment_variants
+from ser_udfs.audio.decode import AudioInfo, AudioSource, decode_audio
+from ser_udfs.features.config import FeatureConfig
+from ser_udfs.features.compute import compute_features_batch
+from ser_udfs.audio.preprocess import condition_clip, to_mono_target_rate
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Per-run options that change which rows are written, not the feature values.
+
+    Attributes
+    ----------
+    keep_waveform
+        Also return the preprocessed waveform (for transformer models).
+    augment_variants
+        Number of augmented copies per clip (0: none).
+    augment_config
+        Effects and parameter ranges; used when ``augment_variants > 0``.
+    augment_seed
+        Base seed; each clip's copies are seeded from it and the clip id.
+    """
+
+    keep_waveform: bool = False
+    augment_variants: int = 0
+    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
+    augment_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ClipFeatures:
+    """Features of one clip or one augmented copy (``augmentation`` names it)."""
+
+    augmentation: str | None
+    features: dict[str, np.ndarray]
+    waveform: np.ndarray | None
+
+
+def clip_id_for(path: str) -> str:
+    """Stable id of a source file: the first 16 hex characters of the SHA-1 of its path."""
+    return hashlib.sha1(path.encode("utf-8")).hexdigest()[:16]
+
+
+def _variant_seed(base_seed: int, clip_id: str) -> int:
+    return (base_seed * 1_000_003 + int(clip_id, 16)) % (2**32)
+
+
+def extract_file(
+    source: AudioSource, clip_id: str, config: FeatureConfig, options: ExtractOptions
+) -> tuple[AudioInfo, list[ClipFeatures]]:
+    """Decode, preprocess and featurise one file (and its augmented copies).
+
+    Raises
+    ------
+    ser_udfs.errors.ClipError
+        When the file cannot be used; the message says why.
+    """
+    decoded, info = decode_audio(source)
+    mono = to_mono_target_rate(decoded, info.sample_rate, config.audio)
+    del decoded
+    sample_rate = config.audio.target_sample_rate_hz
+    variants: list[tuple[str | None, np.ndarray]] = [(None, mono)]
+    if options.augment_variants > 0:
+        variants += augment_variants(
+            mono,
+            sample_rate,
+            options.augment_config,
+            n_variants=options.augment_variants,
+            seed=_variant_seed(options.augment_seed, clip_id),
+        )
+    clips = np.stack([condition_clip(wave, config.audio) for _, wave in variants])
+    features = compute_features_batch(clips, sample_rate, config)
+    results = [
+        ClipFeatures(
+            augmentation=tag,
+            features={name: values[index] for name, values in features.items()},
+            waveform=clips[index] if options.keep_waveform else None,
+        )
+        for index, (tag, _) in enumerate(variants)
+    ]
+    return info, results

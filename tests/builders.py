@@ -1,0 +1,214 @@
+"""Builders shared by the tests: tiny bundles, encoders, calls and feature frames, and one way to
+compare tables.
+
+Everything here is built from the project's own training and synthesis code on small generated
+data, offline, in well under a second (the encoder and the call bundle in a few).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ser_udfs.audio.preprocess import condition_clip, to_mono_target_rate
+from ser_udfs.features.compute import compute_features_batch
+from ser_udfs.features.config import AudioConfig, FeatureConfig
+from ser_udfs.synthetic.calls import Turn, synth_call
+from training.models.embedding_head import EmbeddingHeadTrainConfig, HeadConfig
+from training.splits import SplitConfig
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+def assert_tables_equal(
+    actual: pd.DataFrame,
+    expected: pd.DataFrame,
+    *,
+    sort_by: Sequence[str] | None = None,
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    obj: str = "table",
+) -> None:
+    """Fail unless two tables hold the same columns and rows, in the style of
+    ``pyspark.testing.assertDataFrameEqual``.
+
+    Parameters
+    ----------
+    actual, expected
+        The tables, as pandas frames (``spark_frame.toPandas()``, ``pd.read_parquet(path)``).
+    sort_by
+        Columns to order both tables by first, for outputs whose row order is not part of the
+        contract; ``None`` compares rows in the order given.
+    rtol, atol
+        Tolerances for floating-point columns and array cells (0: exactly equal).
+    obj
+        What the tables are, for the failure message.
+    """
+    assert list(actual.columns) == list(expected.columns), (
+        f"{obj}: columns differ: {list(actual.columns)} against {list(expected.columns)}"
+    )
+    assert len(actual) == len(expected), f"{obj}: {len(actual)} rows against {len(expected)}"
+    if sort_by:
+        actual = actual.sort_values(list(sort_by), kind="stable").reset_index(drop=True)
+        expected = expected.sort_values(list(sort_by), kind="stable").reset_index(drop=True)
+    else:
+        actual, expected = actual.reset_index(drop=True), expected.reset_index(drop=True)
+    for column in actual.columns:
+        for row, (got, want) in enumerate(zip(actual[column], expected[column])):
+            assert _cells_equal(got, want, rtol=rtol, atol=atol), (
+                f"{obj}: column {column!r}, row {row}: {got!r} against {want!r}"
+            )
+
+
+def _cells_equal(got: object, want: object, *, rtol: float, atol: float) -> bool:
+    if isinstance(got, Mapping) or isinstance(want, Mapping):
+        return isinstance(got, Mapping) and isinstance(want, Mapping) and set(got) == set(want) and all(
+            _cells_equal(got[key], want[key], rtol=rtol, atol=atol) for key in got
+        )
+    if isinstance(got, (list, tuple, np.ndarray)) or isinstance(want, (list, tuple, np.ndarray)):
+        if got is None or want is None or len(got) != len(want):
+            return False
+        return all(_cells_equal(a, b, rtol=rtol, atol=atol) for a, b in zip(got, want))
+    if got is None or want is None or (pd.api.types.is_scalar(got) and pd.isna(got)):
+        return (got is None or pd.isna(got)) and (want is None or (pd.api.types.is_scalar(want) and pd.isna(want)))
+    if isinstance(got, (float, np.floating)) or isinstance(want, (float, np.floating)):
+        return bool(np.isclose(float(got), float(want), rtol=rtol, atol=atol))
+    return bool(got == want)
+
+
+# --- call scoring ------------------------------------------------------------------------------
+
+CALL_LABELS = ("angry", "sad")
+#: Channel 0 angry, channel 1 sad, never at the same time.
+STEREO_TURNS = [
+    Turn(0, 1.0, 4.0, "angry"),
+    Turn(1, 5.0, 8.0, "sad"),
+    Turn(0, 9.0, 12.0, "angry"),
+    Turn(1, 13.0, 16.5, "sad"),
+]
+
+
+def call_bundle(directory: Path) -> Path:
+    """A logreg bundle that tells angry from sad telephone speech of both channels' voices.
+
+    Trained with the training code's own functions on windows cut from calls rendered like the
+    test calls (8 kHz, telephone band, windows on the hop grid, partial utterances included),
+    so scoring tests check the pipeline, not the model.
+    """
+    from training.bundle.load import save_bundle
+    from training.models.logreg import LogregConfig, fit_logreg
+    from training.taxonomy import Taxonomy
+
+    config = FeatureConfig()
+    clips, targets = [], []
+    for target, label in enumerate(CALL_LABELS):
+        for channel in (0, 1):
+            for seed in range(4):
+                call = synth_call([Turn(channel, 1.0, 4.0, label)], duration_s=6.0, channels=2, seed=50 + seed)
+                mono = to_mono_target_rate(call[channel : channel + 1], 8000, config.audio)
+                for start in (0, 24000, 48000):
+                    clips.append(condition_clip(mono[start : start + config.audio.clip_samples], config.audio))
+                    targets.append(target)
+    stats = compute_features_batch(np.stack(clips), 16000, config)["stats"]
+    model = fit_logreg(stats, np.array(targets), n_classes=len(CALL_LABELS), config=LogregConfig(), seed=0)
+    return save_bundle(
+        directory, model=model, taxonomy=Taxonomy("test", CALL_LABELS), labels=CALL_LABELS, feature_config=config,
+        training={"note": "tests"}, metrics={},
+    )
+
+
+def random_logreg_bundle(directory: Path) -> Path:
+    from ser_udfs.features.config import FeatureConfig
+    from training.bundle.load import save_bundle
+    from training.models.logreg import LogregModel
+    from training.taxonomy import Taxonomy
+
+    rng = np.random.default_rng(0)
+    n_stats = 20
+    model = LogregModel(
+        mean=np.zeros(n_stats), scale=np.ones(n_stats), coef=rng.standard_normal((2, n_stats)), intercept=np.zeros(2)
+    )
+    return save_bundle(
+        directory, model=model, taxonomy=Taxonomy("test", ("angry", "sad")), labels=("angry", "sad"),
+        feature_config=FeatureConfig(), training={"note": "tests"}, metrics={},
+    )
+
+
+# --- transformers ------------------------------------------------------------------------------
+
+ENCODER_SAMPLE_RATE = 16000
+ENCODER_CLIP_SAMPLES = 8000
+WAVEFORM_FEATURE_CONFIG = FeatureConfig(audio=AudioConfig(clip_seconds=ENCODER_CLIP_SAMPLES / ENCODER_SAMPLE_RATE))
+
+
+def save_tiny_encoder(
+    directory: Path,
+    *,
+    with_mask: bool = True,
+    id2label: Mapping[int, str] | None = None,
+    sampling_rate: int = ENCODER_SAMPLE_RATE,
+    model_type: str = "wav2vec2",
+    seed: int = 0,
+) -> Path:
+    """A 2-layer, hidden-32 encoder (with a classification head when ``id2label`` is given) and its extractor."""
+    import transformers
+
+    torch.manual_seed(seed)
+    config_class = {"wav2vec2": transformers.Wav2Vec2Config, "wavlm": transformers.WavLMConfig,
+                    "hubert": transformers.HubertConfig}[model_type]
+    config = config_class(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16, 16), conv_kernel=(10, 4), conv_stride=(10, 4), conv_bias=True,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, classifier_proj_size=16,
+        feat_extract_norm="layer" if with_mask else "group", do_stable_layer_norm=with_mask,
+        **({"id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}} if id2label else {}),
+    )
+    if id2label:
+        model = transformers.AutoModelForAudioClassification.from_config(config)
+        config.architectures = [type(model).__name__]
+    else:
+        model = transformers.AutoModel.from_config(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    transformers.Wav2Vec2FeatureExtractor(
+        sampling_rate=sampling_rate, do_normalize=True, return_attention_mask=with_mask
+    ).save_pretrained(directory)
+    return directory
+
+
+def tone_clip(frequency_hz: float, rng: np.random.Generator, *, samples: int = ENCODER_CLIP_SAMPLES) -> np.ndarray:
+    """A tone with noise, of random length, centred in zero padding (like a preprocessed clip)."""
+    length = int(rng.integers(samples // 2, samples))
+    time = np.arange(length) / ENCODER_SAMPLE_RATE
+    wave = np.sin(2 * np.pi * frequency_hz * time + rng.uniform(0, 2 * np.pi)) + 0.1 * rng.normal(size=length)
+    clip = np.zeros(samples, dtype=np.float32)
+    offset = (samples - length) // 2
+    clip[offset : offset + length] = 0.9 * wave / np.abs(wave).max()
+    return clip
+
+
+def synthetic_waveform_frame(*, n_speakers: int = 4, clips_per_label: int = 4, seed: int = 0) -> pd.DataFrame:
+    """Features rows with waveforms: ``angry`` clips are high tones, ``sad`` clips low tones."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for speaker in range(n_speakers):
+        for label, (low, high) in (("angry", (1500, 2500)), ("sad", (150, 300))):
+            for clip in range(clips_per_label):
+                rows.append({
+                    "clip_id": f"{speaker}{label}{clip}", "path": f"file:/synth/s{speaker}/{label}_{clip}.wav",
+                    "corpus": "synth", "speaker": str(speaker), "gender": None, "label": label, "raw_label": label,
+                    "augmentation": None, "feature_config_version": WAVEFORM_FEATURE_CONFIG.version(),
+                    "waveform": tone_clip(rng.uniform(low, high), rng),
+                })
+    return pd.DataFrame(rows)
+
+
+def embedding_head_config(model: str = "embed-logreg", layer: int = -1) -> EmbeddingHeadTrainConfig:
+    return EmbeddingHeadTrainConfig(
+        model=model, taxonomy="basic4", seed=1, split=SplitConfig(folds=2),
+        head=HeadConfig(layer=layer, max_epochs=30, patience=10, validation_fraction=0.34, mlp_hidden_units=8),
+    )

@@ -1,0 +1,361 @@
+"""The one training protocol every model kind goes through: what ``jobs/train.py`` calls.
+
+:func:`train_from_frame` maps labels onto the taxonomy, has the model kind
+(:mod:`training.kinds`) build its inputs, splits (speaker-independent k-fold by default), fits
+and tests one model per fold, then fits the bundle's model, writes the plots and the bundle:
+
+- k-fold (``split.folds >= 2``): metrics are the folds' test figures (per fold, mean ± std, and
+  pooled over folds); the bundle's model is refit on all rows afterwards (the torch kinds for
+  the median of the folds' best epoch counts, since no speakers are left for early stopping;
+  an ensemble's members all count, and each member is refit).
+- holdout (``split.folds = 1``): the bundle's model is the one tested.
+
+The torch kinds early-stop on speakers held out of each fit's training side
+(:meth:`training.data.TrainingData.early_stopping_rows`).
+
+Test figures count original clips only: augmented copies of a test speaker's clips stay on the
+test side (they are never trained on) but are not scored, so the figures describe real clips.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Protocol
+
+import numpy as np
+import pandas as pd
+
+from ser_udfs.errors import UserError
+from ser_udfs.features.config import FeatureConfig
+from ser_udfs.settings import to_dict
+from training.bundle.load import save_bundle
+from training.data import TrainingData, table_feature_config
+from training.fitting import TrainingHistory, release_accelerator_memory
+from training.kinds import CnnKind, EmbeddingHeadKind, LogregKind, Wav2Vec2Kind
+from training.metrics import classification_metrics, format_headline, grouped_metrics, summarise_folds
+from training.models.cnn import CnnConfig
+from training.models.cnn_distributed import DistributedRunner
+from training.models.embedding_head import EmbeddingHeadTrainConfig
+from training.models.logreg import LogregConfig
+from training.models.wav2vec2 import Wav2Vec2TrainConfig
+from training.plots import plot_confusion_matrix, plot_training_curves
+from training.speaker_norm import StatsNormalisation
+from training.splits import Split, SplitConfig, make_splits, speaker_keys
+from training.taxonomy import Taxonomy, TaxonomyReport, apply_taxonomy, load_taxonomy
+
+logger = logging.getLogger(__name__)
+
+CONFUSION_PLOT = "confusion_matrix.png"
+CURVES_PLOT = "training_curves.png"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the train job decides (``conf/train_logreg.toml``, ``conf/train_cnn.toml``).
+
+    Attributes
+    ----------
+    model
+        ``logreg`` or ``cnn``.
+    taxonomy
+        A name from ``conf/taxonomies.toml`` or the path of the user's TOML taxonomy.
+    seed
+        Seeds splits and models.
+    """
+
+    model: Literal["logreg", "cnn"] = "logreg"
+    taxonomy: str = "core6"
+    seed: int = 0
+    split: SplitConfig = field(default_factory=SplitConfig)
+    logreg: LogregConfig = field(default_factory=LogregConfig)
+    cnn: CnnConfig = field(default_factory=CnnConfig)
+
+    def feature_inputs(self) -> list[str]:
+        """The features-table inputs the model reads (``stats``, or the CNN's maps [+ ``stats``])."""
+        if self.model == "logreg":
+            return ["stats"]
+        return [*self.cnn.inputs, *(["stats"] if self.cnn.stats_fusion_weight > 0 else [])]
+
+    def model_settings(self) -> dict[str, Any]:
+        """The hyper-parameters of the chosen model kind, as a dict."""
+        return to_dict(self.cnn if self.model == "cnn" else self.logreg)
+
+    def stats_model_config(self) -> LogregConfig:
+        """The logistic regression on stats: the logreg model, or the stats model fused with the CNN."""
+        if self.model == "logreg":
+            return self.logreg
+        return LogregConfig(regularisation_c=self.cnn.stats_regularisation_c, class_balanced=self.cnn.class_balanced,
+                            normalisation=self.cnn.stats_normalisation)
+
+
+#: The config of one training run: every kind's has ``model``, ``taxonomy``, ``seed``, ``split``
+#: and ``model_settings()``.
+RunConfig = TrainConfig | Wav2Vec2TrainConfig | EmbeddingHeadTrainConfig
+
+
+class ModelKind(Protocol):
+    """What a model kind supplies to the protocol (the classes of :mod:`training.kinds`)."""
+
+    stats_normalisation: StatsNormalisation
+
+    def training_data(self, frame: pd.DataFrame, labels: list[str], table_config: FeatureConfig) -> TrainingData:
+        """The mapped rows with the kind's inputs."""
+
+    def fit(self, data: TrainingData, rows: np.ndarray, *, seed: int, log_prefix: str,
+            epochs: int | None) -> tuple[Any, list[tuple[str, TrainingHistory]]]:
+        """A model fitted on ``rows`` and the history of each network trained (by member name)."""
+
+    def predict(self, model: Any, data: TrainingData, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[len(rows), n_labels]``."""
+
+    def bundle_model(self, model: Any) -> Any:
+        """What the bundle saves for the final ``model``."""
+
+    def training_facts(self) -> dict[str, Any]:
+        """Extra entries of the bundle's ``training`` record."""
+
+
+def model_kind(config: RunConfig, *, taxonomy: Taxonomy, distributed_runner: DistributedRunner | None = None) -> ModelKind:
+    """The :mod:`training.kinds` object that trains ``config.model``."""
+    if distributed_runner is not None and config.model != "cnn":
+        raise UserError(f"distributed training is for the CNN only, not {config.model}; train it in one process")
+    if isinstance(config, TrainConfig):
+        if config.model == "logreg":
+            return LogregKind(config.logreg)
+        return CnnKind(config.cnn, config.stats_model_config(), split_method=config.split.method,
+                       distributed_runner=distributed_runner)
+    if isinstance(config, Wav2Vec2TrainConfig):
+        return Wav2Vec2Kind(config.wav2vec2, split_method=config.split.method, taxonomy=taxonomy)
+    return EmbeddingHeadKind(config)
+
+
+def train_from_frame(
+    frame: pd.DataFrame,
+    config: RunConfig,
+    *,
+    feature_config: FeatureConfig | Mapping[str, Any],
+    output_dir: str | Path,
+    taxonomy: Taxonomy | None = None,
+    distributed_runner: DistributedRunner | None = None,
+) -> dict[str, Any]:
+    """Fit, test and save a model bundle of any kind from features rows.
+
+    Parameters
+    ----------
+    frame
+        Features rows (see ``docs/CONTRACTS.md``), e.g. ``pd.read_parquet(table)``; needs
+        ``label``, ``corpus``, ``speaker``, ``path``, ``augmentation``,
+        ``feature_config_version`` and the model's feature columns (``waveform`` for the
+        transformer kinds, or an embeddings table's columns for ``embed-*``).
+    config
+        Model kind, taxonomy, seed, split and hyper-parameters.
+    feature_config
+        The table's feature config (``"feature_config"`` in its ``_manifest.json``).
+    output_dir
+        The bundle directory to write.
+    taxonomy
+        Overrides ``config.taxonomy`` (already resolved by the caller).
+    distributed_runner
+        For the CNN: a DDP launcher such as ``TorchDistributor(...).run``; ``None`` trains in
+        this process.
+
+    Returns
+    -------
+    dict
+        ``{"bundle_dir", "model", "taxonomy", "labels", "split", "metrics"}`` where
+        ``metrics`` holds the headline figures (mean/std/values for k-fold).
+    """
+    table_config = table_feature_config(frame, feature_config)
+    taxonomy = taxonomy or load_taxonomy(config.taxonomy)
+    kind = model_kind(config, taxonomy=taxonomy, distributed_runner=distributed_runner)
+    mapped, labels, report = map_labels(frame, taxonomy)
+    data = kind.training_data(mapped, labels, table_config)
+    splits = make_splits(data.frame, config.split, seed=config.seed)
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+
+    fold_results, histories, kept = cross_validate(kind, data, splits, seed=config.seed)
+    metrics = metrics_report(data, config, taxonomy, splits, fold_results)
+    if len(splits) > 1:
+        final_model, final_note, final_histories = refit(kind, data, histories, seed=config.seed + len(splits))
+        histories += final_histories
+    else:
+        final_model, final_note = kept, "the model tested on the holdout split"
+    metrics["final_model"] = final_note
+    write_plots(output, metrics, histories, title=f"{config.model}, {taxonomy.name}\n{config.split.describe()}")
+    training = {
+        "data": data_summary(data, report),
+        "split": split_record(config),
+        "seed": config.seed,
+        "model_settings": config.model_settings(),
+        "histories": {name: history.to_dict() for name, history in histories},
+        "final_model": final_note,
+        **kind.training_facts(),
+    }
+    save_bundle(
+        output, model=kind.bundle_model(final_model), taxonomy=taxonomy, labels=data.labels, feature_config=table_config,
+        training=training, metrics=metrics, stats_normalisation=kind.stats_normalisation,
+    )
+    logger.info("%s on %s, %s: %s", config.model, taxonomy.name, config.split.describe(), format_headline(metrics["summary"]))
+    return {
+        "bundle_dir": str(output),
+        "model": config.model,
+        "taxonomy": taxonomy.name,
+        "labels": data.labels,
+        "split": config.split.describe(),
+        "metrics": {name: metrics["summary"][name] for name in ("accuracy", "ua", "macro_f1")},
+    }
+
+
+def map_labels(frame: pd.DataFrame, taxonomy: Taxonomy) -> tuple[pd.DataFrame, list[str], TaxonomyReport]:
+    """Rows mapped onto ``taxonomy`` and the labels that have rows (at least two), in taxonomy order.
+
+    Returns
+    -------
+    mapped
+        The rows the taxonomy keeps, their labels mapped.
+    labels
+        The taxonomy's labels that have rows.
+    report
+        Rows kept and dropped per label.
+    """
+    mapped, report = apply_taxonomy(frame, taxonomy)
+    labels = [label for label in taxonomy.labels if report.kept[label] > 0]
+    if report.missing_labels:
+        logger.warning("taxonomy %s: no rows for %s; the model will not predict them", taxonomy.name, report.missing_labels)
+    if len(labels) < 2:
+        raise UserError(
+            f"after mapping onto taxonomy {taxonomy.name!r} only {labels} have rows; "
+            "a model needs at least two classes: check the labels of the table or pick another taxonomy"
+        )
+    return mapped, labels, report
+
+
+def cross_validate(
+    kind: ModelKind, data: TrainingData, splits: list[Split], *, seed: int
+) -> tuple[list[dict[str, Any]], list[tuple[str, TrainingHistory]], Any]:
+    """Fit on each split's training side and test on its original clips.
+
+    Returns
+    -------
+    fold_results
+        :func:`evaluate_split` of each split.
+    histories
+        ``(run name, history)`` of every network trained (``"fold 2/6 member 1/2"``).
+    kept
+        The fitted model when there is one split (the holdout's), else ``None``: fold models
+        are dropped as soon as they are tested.
+    """
+    fold_results, histories, kept = [], [], None
+    for number, split in enumerate(splits):
+        model, member_histories = kind.fit(data, split.train_index, seed=seed + number, log_prefix=f"{split.name}: ",
+                                           epochs=None)
+        fold_results.append(evaluate_split(kind, model, data, split))
+        histories += [(_run_name(split.name, member), history) for member, history in member_histories]
+        logger.info("%s: %s", split.name, format_headline(fold_results[-1]["metrics"]))
+        kept = model if len(splits) == 1 else None
+        del model
+        release_accelerator_memory()
+    return fold_results, histories, kept
+
+
+def refit(
+    kind: ModelKind, data: TrainingData, histories: list[tuple[str, TrainingHistory]], *, seed: int
+) -> tuple[Any, str, list[tuple[str, TrainingHistory]]]:
+    """The bundle's model after cross-validation: refit on all rows, for the folds' median best epoch.
+
+    Returns
+    -------
+    (model, note, histories)
+        The refit model, the ``final_model`` note of ``metrics.json``, and its networks' histories.
+    """
+    epochs = int(round(float(np.median([h.best_epoch for _, h in histories])))) if histories else None
+    model, member_histories = kind.fit(data, np.arange(len(data.frame)), seed=seed, log_prefix="final fit: ",
+                                       epochs=epochs)
+    note = f"refit on all {len(data.frame)} rows after cross-validation" + (
+        f" for {epochs} epochs (median best epoch over folds)" if epochs else ""
+    )
+    return model, note, [(_run_name("final", member), history) for member, history in member_histories]
+
+
+def _run_name(run: str, member: str) -> str:
+    return " ".join(filter(None, (run, member)))
+
+
+def evaluate_split(kind: ModelKind, model: Any, data: TrainingData, split: Split) -> dict[str, Any]:
+    """Score the original clips of ``split``'s test side: rows, predictions, metrics and split summary."""
+    rows = split.test_index[data.is_original[split.test_index]]
+    predicted = kind.predict(model, data, rows).argmax(axis=1)
+    return {
+        "rows": rows,
+        "predicted": predicted,
+        "metrics": classification_metrics(data.targets[rows], predicted, data.labels),
+        **split.summary(data.frame),
+        "test_rows_scored": int(len(rows)),
+    }
+
+
+def write_plots(output: Path, metrics: Mapping[str, Any], histories: list[tuple[str, TrainingHistory]], *,
+                title: str) -> None:
+    """The pooled confusion matrix (titled ``title`` and the headline) and, if any, the training curves."""
+    pooled = metrics["pooled"]["confusion_matrix"]
+    plot_confusion_matrix(np.array(pooled["matrix"]), pooled["labels"], output / CONFUSION_PLOT,
+                          title=f"{title}\n{format_headline(metrics['summary'])}")
+    if histories:
+        plot_training_curves(histories, output / CURVES_PLOT)
+
+
+def split_record(config: RunConfig) -> dict[str, Any]:
+    """The split settings, their description and the seed, for ``metrics.json`` and ``config.json``."""
+    return {**to_dict(config.split), "description": config.split.describe(), "seed": config.seed}
+
+
+def metrics_report(
+    data: TrainingData, config: RunConfig, taxonomy: Taxonomy, splits: list[Split], fold_results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``metrics.json``'s content: pooled and per-corpus metrics, and per-fold ones with their summary."""
+    rows = np.concatenate([result["rows"] for result in fold_results])
+    predicted = np.concatenate([result["predicted"] for result in fold_results])
+    truth = data.targets[rows]
+    pooled = classification_metrics(truth, predicted, data.labels)
+    report: dict[str, Any] = {
+        "model": config.model,
+        "taxonomy": taxonomy.name,
+        "labels": data.labels,
+        "split": split_record(config),
+        "evaluated_on": "original clips of the test side; augmented copies are kept off the training side but not scored",
+        "pooled": pooled,
+        "per_corpus": grouped_metrics(truth, predicted, data.frame["corpus"].to_numpy()[rows], data.labels),
+    }
+    if len(splits) > 1:
+        report["folds"] = [
+            {key: value for key, value in result.items() if key not in ("rows", "predicted")} for result in fold_results
+        ]
+        report["summary"] = summarise_folds([result["metrics"] for result in fold_results])
+    else:
+        report["summary"] = {name: pooled[name] for name in ("accuracy", "ua", "macro_f1")}
+        report["holdout"] = {key: value for key, value in fold_results[0].items() if key not in ("rows", "predicted", "metrics")}
+    return report
+
+
+def data_summary(data: TrainingData, report: TaxonomyReport) -> dict[str, Any]:
+    """What the model was trained on (rows per label, corpus, speaker; taxonomy mapping) for ``config.json``."""
+    frame = data.frame
+    original = data.is_original
+    speakers = speaker_keys(frame, allow_missing=True)
+    return {
+        "rows": int(len(frame)),
+        "original_rows": int(original.sum()),
+        "augmented_rows": int((~original).sum()),
+        "rows_per_label": {label: int(count) for label, count in frame["label"].value_counts().reindex(data.labels).items()},
+        "rows_per_corpus": {str(k): int(v) for k, v in frame["corpus"].value_counts().sort_index().items()},
+        "rows_per_corpus_and_label": {
+            str(corpus): {str(label): int(count) for label, count in group["label"].value_counts().sort_index().items()}
+            for corpus, group in frame.groupby("corpus", sort=True)
+        },
+        "speakers": sorted(set(speakers)),
+        "n_speakers": len(set(speakers)),
+        "taxonomy_report": report.to_dict(),
+    }
