@@ -33,12 +33,11 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
 from jobs._cli import base_parser, run, setup_logging
-from jobs._spark import build_spark
+from jobs._spark import build_spark, spark_facts
 from ser_udfs.calls.stream import WindowGeometry, check_predictor
 from ser_udfs.errors import UserError
 from ser_udfs.settings import resolve_config, to_dict
-from ser_udfs.spark.io import OutputDir, audio_files, list_files
-from ser_udfs.spark.listing import local_path
+from ser_udfs.spark.io import OutputDir, audio_files, list_files, spark_reads_content
 from ser_udfs.spark.score import (
     ReadSection,
     ScoreJobConfig,
@@ -96,8 +95,7 @@ def _model_facts(bundle: Bundle, geometry: WindowGeometry) -> dict[str, Any]:
 
 def _list_calls(spark: SparkSession, inputs: Sequence[str], read: ReadSection) -> tuple[DataFrame, bool]:
     """The listed calls (cached; ``path, content, listing_error``) and whether Spark read their bytes."""
-    remote = any(local_path(uri) is None for uri in inputs)
-    with_content = read.mode == "spark" or (read.mode == "auto" and remote)
+    with_content = spark_reads_content(read.mode, inputs)
     listed = audio_files(list_files(spark, inputs, with_content=with_content))
     return listed.select("path", "content", "listing_error").cache(), with_content
 
@@ -238,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "counts": counts,
         "model_loads": model_loads.value,
         "timings_s": {"score_and_stage": round(scored_s, 3), "total": round(time.time() - started, 3)},
-        "spark": {"master": spark.sparkContext.master, "version": spark.version, "partitions": partitions},
+        "spark": spark_facts(spark, partitions=partitions),
         "read_mode": "spark" if with_content else config.read.mode,
         "plot": plot_uri,
     }, cleanup=[staging])

@@ -91,6 +91,23 @@ class TrainingData:
                     len(validation), "speakers" if method == "speaker" else "clips")
         return train, validation
 
+    def fit_rows(
+        self, rows: np.ndarray, *, epochs: int | None, method: str, fraction: float, seed: int, log_prefix: str
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """The rows a torch model trains on, and the data it early-stops on (none when ``epochs`` is fixed).
+
+        Returns
+        -------
+        (train, validation)
+            ``train``: indices into this data; ``validation``: ``(inputs, targets)`` of
+            :meth:`early_stopping_rows`' held-out clips, or ``None`` when ``epochs`` is given.
+        """
+        if epochs is not None:
+            return rows, None
+        train, held_out = self.early_stopping_rows(rows, method=method, fraction=fraction, seed=seed,
+                                                   log_prefix=log_prefix)
+        return train, (self.inputs[held_out], self.targets[held_out])
+
 
 def feature_batch(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Stack the named feature columns of ``frame`` into arrays.

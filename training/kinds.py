@@ -118,12 +118,8 @@ class CnnKind:
     def fit(self, data: TrainingData, rows: np.ndarray, *, seed: int, log_prefix: str,
             epochs: int | None) -> tuple[CnnModel | FusedModel, Histories]:
         """Train the networks on ``rows`` (early-stopping on held-out speakers unless ``epochs`` is given)."""
-        train_rows, validation = rows, None
-        if epochs is None:
-            train_rows, held_out = data.early_stopping_rows(rows, method=self.split_method,
-                                                            fraction=self.config.validation_fraction, seed=seed,
-                                                            log_prefix=log_prefix)
-            validation = (data.inputs[held_out], data.targets[held_out])
+        train_rows, validation = data.fit_rows(rows, epochs=epochs, method=self.split_method,
+                                               fraction=self.config.validation_fraction, seed=seed, log_prefix=log_prefix)
         n_members = self.config.ensemble
         members, histories = [], []
         for member in range(n_members):
@@ -211,12 +207,8 @@ class Wav2Vec2Kind:
         )
         self.label_maps.append(label_map)
         model.to(self.device)
-        train, validation = rows, None
-        if epochs is None:
-            train, held_out = data.early_stopping_rows(rows, method=self.split_method,
-                                                       fraction=settings.validation_fraction, seed=seed,
-                                                       log_prefix=log_prefix)
-            validation = (data.inputs[held_out], data.targets[held_out])
+        train, validation = data.fit_rows(rows, epochs=epochs, method=self.split_method,
+                                          fraction=settings.validation_fraction, seed=seed, log_prefix=log_prefix)
         history = fine_tune(model, extractor, data.inputs[train], data.targets[train], settings, seed=seed,
                             validation=validation, epochs=epochs, log_prefix=log_prefix)
         classifier = Wav2Vec2Classifier(model, extractor, trim_padding=settings.trim_padding,
@@ -266,12 +258,8 @@ class EmbeddingHeadKind:
             epochs: int | None) -> tuple[EmbeddingHead, Histories]:
         """Train a head on ``rows`` (early-stopping on held-out speakers unless ``epochs`` is given)."""
         head_config = self.config.head
-        train, validation = rows, None
-        if epochs is None:
-            train, held_out = data.early_stopping_rows(rows, method=self.config.split.method,
-                                                       fraction=head_config.validation_fraction, seed=seed,
-                                                       log_prefix=log_prefix)
-            validation = (data.inputs[held_out], data.targets[held_out])
+        train, validation = data.fit_rows(rows, epochs=epochs, method=self.config.split.method,
+                                          fraction=head_config.validation_fraction, seed=seed, log_prefix=log_prefix)
         head, history = fit_head(data.inputs[train], data.targets[train], head_config, architecture=self.architecture,
                                  seed=seed, validation=validation, epochs=epochs, log_prefix=log_prefix)
         return head, [("", history)]

@@ -11,7 +11,7 @@ and tests one model per fold, then fits the bundle's model, writes the plots and
 - holdout (``split.folds = 1``): the bundle's model is the one tested.
 
 The torch kinds early-stop on speakers held out of each fit's training side
-(:meth:`training.data.TrainingData.early_stopping_rows`).
+(:meth:`training.data.TrainingData.fit_rows`).
 
 Test figures count original clips only: augmented copies of a test speaker's clips stay on the
 test side (they are never trained on) but are not scored, so the figures describe real clips.

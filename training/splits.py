@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from ser_udfs.errors import UserError
 
@@ -180,6 +179,10 @@ def _grouped_folds(
         )
     # With too few rows of every label to stratify, one dummy class gives grouped, unstratified folds.
     strata = labels if pd.Series(labels).value_counts().max() >= n_folds else np.zeros(len(labels))
+    # Imported here: scikit-learn costs a scoring worker ~60 MB, and the model files import this
+    # module for SplitConfig only.
+    from sklearn.model_selection import StratifiedGroupKFold
+
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         # scikit-learn warns per row count; the warning above counts groups, which is what matters.

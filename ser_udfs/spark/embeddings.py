@@ -98,8 +98,8 @@ def read_embeddings_table(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rows of the embeddings table at ``uri`` and its ``_manifest.json`` (with ``"feature_config"``).
 
-    The frame holds :data:`ROW_COLUMNS` and :data:`EMBEDDING_COLUMNS`, what
-    :func:`training.models.embedding_head.train_embedding_head_from_frame` reads.
+    The frame holds :data:`ROW_COLUMNS` and :data:`EMBEDDING_COLUMNS`: what training an
+    ``embed-*`` head on an embeddings table reads.
     """
     manifest = read_manifest_json(spark, uri)
     output = OutputDir(spark, uri)
