@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ser_udfs.errors import UserError
+from ser_udfs.spark.io import DEFAULT_LOCK_STALE_S
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -28,14 +30,68 @@ def base_parser(description: str, default_config: str) -> argparse.ArgumentParse
     return parser
 
 
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--output`` and ``--lock-stale-h``, for the jobs that write an output folder."""
+    parser.add_argument("--output", required=True, help="output folder (local path or URI)")
+    parser.add_argument(
+        "--lock-stale-h", type=_positive_hours, default=DEFAULT_LOCK_STALE_S / 3600, metavar="HOURS",
+        help="take over the output's lock of a run on another host after this long (default: %(default)g); "
+        "a dead run on this host loses its lock at once",
+    )
+
+
+def _positive_hours(text: str) -> float:
+    try:
+        hours = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of hours, not {text!r}") from None
+    if not hours > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 hours, not {text}")
+    return hours
+
+
+#: What a job says when the disk fills up (the output is only replaced once everything is written).
+DISK_FULL_MESSAGE = (
+    "no space left on device while the job was writing; free some space (or choose another --output) "
+    "and rerun: the previous output, if any, is unchanged"
+)
+
+
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a job's ``main``; a :class:`UserError` becomes one line on stderr and exit status 2."""
+    """Run a job's ``main``; a :class:`UserError` becomes one line on stderr and exit status 2.
+
+    A full disk (``ENOSPC`` in Python, "No space left on device" from the JVM or a worker)
+    becomes one line too, with exit status 1: the input was fine, the run failed.
+    """
     try:
         return main(argv)
     except UserError as exc:
         logging.getLogger("ser_spark").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not _disk_full(exc):
+            raise
+        logging.getLogger("ser_spark").error("%s", DISK_FULL_MESSAGE)
+        print(f"error: {DISK_FULL_MESSAGE}", file=sys.stderr)
+        return 1
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it came from says the disk is full."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        try:
+            text = str(exc)  # a Py4JJavaError asks the JVM for the Java stack trace
+        except Exception:
+            text = ""
+        if "No space left on device" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def setup_logging(level: str) -> None:

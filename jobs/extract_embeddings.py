@@ -30,7 +30,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # started as a script by spark-submit
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs._cli import base_parser, run, setup_logging
+from jobs._cli import add_output_arguments, base_parser, run, setup_logging
 from jobs._spark import build_spark, spark_facts
 from ser_udfs.encoders.pooling import plan_embeddings
 from ser_udfs.features.config import FeatureConfig
@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None):
     parser = base_parser(__doc__.split("\n\n")[0], "embeddings.toml")
     parser.add_argument("--input", required=True, help="a features table with waveforms (the extraction job's --output)")
     parser.add_argument("--pretrained", help="Hugging Face model folder (or hub id); overrides embedding.pretrained")
-    parser.add_argument("--output", required=True, help="output folder (local path or URI)")
+    add_output_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -68,25 +68,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("%d clips, %d partitions; %s layers %s -> %s per clip (version %s)", clips, partitions,
              plan.encoder["model_type"], list(plan.config.layers), list(plan.shape), plan.version)
     output = OutputDir(spark, args.output)
-    staging = output.begin()
-    embedding_rows(table, plan, partitions=partitions).write.mode("overwrite").partitionBy("corpus").parquet(staging)
-    output.move_into_place(staging, EMBEDDINGS_TABLE)
-    written = spark.read.parquet(output.child(EMBEDDINGS_TABLE)).count()
-    seconds = time.time() - started
-    manifest = {
-        "job": "extract_embeddings",
-        "input": args.input,
-        "config": to_dict(config),
-        "encoder": plan.encoder,
-        "embedding_version": plan.version,
-        "embedding_shape": list(plan.shape),
-        "feature_config": feature_config.to_dict(),
-        "feature_config_version": feature_config.version(),
-        "counts": {"clips": clips, "rows_written": written},
-        "timings_s": {"total": round(seconds, 3), "clips_per_s": round(clips / max(seconds, 1e-9), 3)},
-        "spark": spark_facts(spark, partitions=partitions),
-    }
-    output.commit(manifest, cleanup=[staging])
+    with output.writing("extract_embeddings", stale_after_s=args.lock_stale_h * 3600) as staging:
+        staged = OutputDir(spark, staging)
+        embedding_rows(table, plan, partitions=partitions).write.mode("overwrite").partitionBy("corpus").parquet(
+            staged.child(EMBEDDINGS_TABLE)
+        )
+        written = spark.read.parquet(staged.child(EMBEDDINGS_TABLE)).count()
+        seconds = time.time() - started
+        manifest = {
+            "job": "extract_embeddings",
+            "input": args.input,
+            "config": to_dict(config),
+            "encoder": plan.encoder,
+            "embedding_version": plan.version,
+            "embedding_shape": list(plan.shape),
+            "feature_config": feature_config.to_dict(),
+            "feature_config_version": feature_config.version(),
+            "counts": {"clips": clips, "rows_written": written},
+            "timings_s": {"total": round(seconds, 3), "clips_per_s": round(clips / max(seconds, 1e-9), 3)},
+            "spark": spark_facts(spark, partitions=partitions),
+        }
+        output.publish(staging, [EMBEDDINGS_TABLE], manifest)
     log.info("%d clips embedded -> %s in %.1f s", written, output.uri, seconds)
     return 0
 

@@ -21,11 +21,13 @@ from typing import Sequence
 if __package__ in (None, ""):  # started as a script by spark-submit
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs._cli import base_parser, run, setup_logging
+from jobs._cli import add_output_arguments, base_parser, run, setup_logging
 from jobs._spark import build_spark, spark_facts
 from ser_udfs.errors import UserError
 from ser_udfs.settings import resolve_config, to_dict
-from ser_udfs.spark.extract_driver import ExtractJobConfig, extract_tables, extraction_inputs, partitions_for
+from ser_udfs.spark.extract_driver import (
+    TABLES, ExtractJobConfig, choose_writer, extract_tables, extraction_inputs, partitions_for,
+)
 from ser_udfs.spark.io import OutputDir
 from ser_udfs.spark.path_checks import check_output_apart
 
@@ -36,7 +38,7 @@ def parse_args(argv: Sequence[str] | None):
     parser = base_parser(__doc__.split("\n\n")[0], "features.toml")
     parser.add_argument("--input", action="append", default=[], help="directory, glob or URI (repeatable)")
     parser.add_argument("--manifest", help="CSV with columns path,label[,speaker,gender,corpus]")
-    parser.add_argument("--output", required=True, help="output folder (local path or URI)")
+    add_output_arguments(parser)
     parser.add_argument("--augment", type=int, help="augmented copies per clip (overrides augment.variants)")
     args = parser.parse_args(argv)
     if not args.input and not args.manifest:
@@ -53,33 +55,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     spark = build_spark("ser-extract-features")
     output = OutputDir(spark, args.output)
-    staging = output.begin()
-
+    # Everything that can refuse the run is checked before the output is touched.
     inputs = extraction_inputs(spark, args.input, args.manifest, config.read)
     files_listed = inputs.rows.count()
     if files_listed == 0:
         raise UserError(f"no audio files found in {', '.join(args.input or [args.manifest])}")
+    writer = choose_writer(spark, output.uri, config.output.writer)
     partitions = partitions_for(
         files_listed, cores=spark.sparkContext.defaultParallelism, files_per_partition=config.read.files_per_partition
     )
     log.info("%d audio files listed; %d partitions", files_listed, partitions)
-    counts, writer = extract_tables(inputs, config, output=output, staging=staging, partitions=partitions)
-    extracted_s = time.time() - started
-
-    manifest = {
-        "job": "extract_features",
-        "inputs": list(args.input),
-        "manifest": args.manifest,
-        "config": to_dict(config),
-        "feature_config": config.features.to_dict(),
-        "feature_config_version": config.features.version(),
-        "counts": counts.reconcile(files_listed),
-        "timings_s": {"extract_and_write": round(extracted_s, 3), "total": round(time.time() - started, 3)},
-        "spark": spark_facts(spark, partitions=partitions),
-        "read_mode": "spark" if inputs.with_content else "python",
-        "writer": writer,
-    }
-    output.commit(manifest, cleanup=[staging])
+    with output.writing("extract_features", stale_after_s=args.lock_stale_h * 3600) as staging:
+        counts = extract_tables(inputs, config, staging=staging, writer=writer, partitions=partitions)
+        extracted_s = time.time() - started
+        manifest = {
+            "job": "extract_features",
+            "inputs": list(args.input),
+            "manifest": args.manifest,
+            "config": to_dict(config),
+            "feature_config": config.features.to_dict(),
+            "feature_config_version": config.features.version(),
+            "counts": counts.reconcile(files_listed),
+            "timings_s": {"extract_and_write": round(extracted_s, 3), "total": round(time.time() - started, 3)},
+            "spark": spark_facts(spark, partitions=partitions),
+            "read_mode": "spark" if inputs.with_content else "python",
+            "writer": writer,
+        }
+        output.publish(staging, TABLES, manifest)
     log.info(
         "%d files: %d clips (+%d augmented rows), %d errors -> %s in %.1f s", files_listed, counts.clips,
         counts.feature_rows - counts.clips, counts.errors, output.uri, time.time() - started,

@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
-from jobs._cli import base_parser, run, setup_logging
+from jobs._cli import add_output_arguments, base_parser, run, setup_logging
 from jobs._spark import build_spark, spark_facts
 from ser_udfs.calls.stream import WindowGeometry, check_predictor
 from ser_udfs.errors import UserError
@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = base_parser(__doc__.split("\n\n")[0], "score.toml")
     parser.add_argument("--input", action="append", required=True, help="directory, glob or URI of calls (repeatable)")
     parser.add_argument("--model", required=True, help="model bundle directory (from jobs/train.py)")
-    parser.add_argument("--output", required=True, help="output folder (local path or URI)")
+    add_output_arguments(parser)
     parser.add_argument("--channels", help="all | mix | customer | 0 | 1 | 0,1 (overrides channels.select)")
     parser.add_argument("--window-s", type=float, help="window length; must equal the model's clip length")
     parser.add_argument("--hop-s", type=float, help="seconds between window starts (overrides window.hop_s)")
@@ -160,13 +160,12 @@ def _counts(tables: dict[str, DataFrame], files_listed: int) -> dict[str, Any]:
     return counts
 
 
-def _publish_tables(output: OutputDir, staging: str, tables: dict[str, DataFrame], file_format: str) -> None:
-    """Write each table beside the staged rows, then move it into ``output`` (small tables in one file)."""
-    staged = OutputDir(output.spark, staging)
+def _stage_tables(spark: SparkSession, staging: str, tables: dict[str, DataFrame], file_format: str) -> None:
+    """Write each table into ``staging`` beside the scored rows (small tables in one file)."""
+    staged = OutputDir(spark, staging)
     for name in TABLES:
         table = tables[name] if name == "segments" else tables[name].coalesce(1)
         _write_table(table, staged.child(name), file_format)
-        output.move_into_place(staged.child(name), name)
 
 
 def _write_table(frame: DataFrame, uri: str, file_format: str) -> None:
@@ -178,8 +177,11 @@ def _write_table(frame: DataFrame, uri: str, file_format: str) -> None:
         frame.write.mode("overwrite").parquet(uri)
 
 
-def _write_plot(output: OutputDir, segments: DataFrame, calls: DataFrame, wanted: str, labels: Sequence[str]) -> str:
-    """Draw the timeline of the one scored call that ``wanted`` names into ``plots/<call_id>.png``."""
+def _stage_plot(staging: str, segments: DataFrame, calls: DataFrame, wanted: str, labels: Sequence[str]) -> str:
+    """Draw the timeline of the one scored call that ``wanted`` names into ``staging/plots/<call_id>.png``.
+
+    Returns the plot's name inside the output.
+    """
     from ser_udfs.calls.plot import plot_call_timeline
 
     match = calls.where((F.col("call_id") == wanted) | F.col("path").endswith(wanted)).select("call_id", "path").limit(2).collect()
@@ -191,8 +193,8 @@ def _write_plot(output: OutputDir, segments: DataFrame, calls: DataFrame, wanted
     call_id, path = match[0]
     rows = segments.where(F.col("call_id") == call_id).toPandas()
     png = plot_call_timeline(rows, labels, title=f"call {call_id}: {path}", probability_columns=[probability_column(label) for label in labels])
-    output.write_bytes(f"plots/{call_id}.png", png)
-    return output.child(f"plots/{call_id}.png")
+    OutputDir(segments.sparkSession, staging).write_bytes(f"plots/{call_id}.png", png)
+    return f"plots/{call_id}.png"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,36 +212,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     spark = build_spark("ser-score-calls")
     output = OutputDir(spark, args.output)
-    staging = output.begin()
+    # Everything that can refuse the run before scoring is checked before the output is touched.
     listed, with_content = _list_calls(spark, args.input, config.read)
     files_listed = listed.count()
     if files_listed == 0:
         raise UserError(f"no audio files found in {', '.join(args.input)}")
     partitions = max(spark.sparkContext.defaultParallelism, -(-files_listed // config.read.files_per_partition))
     log.info("%d calls listed; %d partitions", files_listed, partitions)
-    model_loads = spark.sparkContext.accumulator(0)
-    _score_into(staging, listed, partitions, bundle, config, model_loads)
-    scored_s = time.time() - started
+    with output.writing("score_calls", stale_after_s=args.lock_stale_h * 3600) as staging:
+        model_loads = spark.sparkContext.accumulator(0)
+        _score_into(staging, listed, partitions, bundle, config, model_loads)
+        scored_s = time.time() - started
 
-    tables = _staged_tables(spark, staging, bundle.labels)
-    counts = _counts(tables, files_listed)
-    _publish_tables(output, staging, tables, config.output.format)
-    plot_uri = None
-    if config.output.plot_call:
-        plot_uri = _write_plot(output, tables["segments"], tables["calls"], config.output.plot_call, bundle.labels)
-    output.commit({
-        "job": "score_calls",
-        "inputs": list(args.input),
-        "config": to_dict(config),
-        "channels": channels if isinstance(channels, str) else list(channels),
-        "model": model,
-        "counts": counts,
-        "model_loads": model_loads.value,
-        "timings_s": {"score_and_stage": round(scored_s, 3), "total": round(time.time() - started, 3)},
-        "spark": spark_facts(spark, partitions=partitions),
-        "read_mode": "spark" if with_content else config.read.mode,
-        "plot": plot_uri,
-    }, cleanup=[staging])
+        tables = _staged_tables(spark, staging, bundle.labels)
+        counts = _counts(tables, files_listed)
+        _stage_tables(spark, staging, tables, config.output.format)
+        plot = None
+        if config.output.plot_call:
+            plot = _stage_plot(staging, tables["segments"], tables["calls"], config.output.plot_call, bundle.labels)
+        plot_uri = output.child(plot) if plot else None
+        output.publish(staging, [*TABLES, *([plot] if plot else [])], {
+            "job": "score_calls",
+            "inputs": list(args.input),
+            "config": to_dict(config),
+            "channels": channels if isinstance(channels, str) else list(channels),
+            "model": model,
+            "counts": counts,
+            "model_loads": model_loads.value,
+            "timings_s": {"score_and_stage": round(scored_s, 3), "total": round(time.time() - started, 3)},
+            "spark": spark_facts(spark, partitions=partitions),
+            "read_mode": "spark" if with_content else config.read.mode,
+            "plot": plot_uri,
+        })
     _log_done(output, counts, model_loads.value, plot_uri)
     return 0
 

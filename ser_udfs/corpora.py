@@ -356,10 +356,22 @@ def load_cremad_demographics(path_or_text: str | os.PathLike[str]) -> dict[str, 
 _MANIFEST_COLUMNS = ("path", "label", "speaker", "gender", "corpus")
 
 
+def _normalised_uri(uri: str) -> str:
+    """``uri`` without ``.``, ``..`` or doubled slashes; ``file:///x`` and ``file://localhost/x`` as ``file:/x``."""
+    parts = urlsplit(uri)
+    path = "/" + posixpath.normpath(parts.path).lstrip("/") if parts.path else ""
+    if parts.scheme.lower() == "file" and parts.netloc in ("", "localhost"):
+        query = "?" + parts.query if parts.query else ""
+        return "file:" + path + query + ("#" + parts.fragment if parts.fragment else "")
+    return urlunsplit(parts._replace(scheme=parts.scheme.lower(), path=path))
+
+
 def _resolve(path: str, base: str) -> str:
-    """A manifest's clip path made absolute against ``base``; absolute paths and URIs pass through."""
-    if _URI_SCHEME.match(path) or os.path.isabs(path):
-        return path
+    """A manifest's clip path made absolute against ``base`` and normalised (one spelling per file)."""
+    if _URI_SCHEME.match(path):
+        return _normalised_uri(path)
+    if os.path.isabs(path):
+        return os.path.normpath(path)
     if _URI_SCHEME.match(base):
         parts = urlsplit(base)
         joined = posixpath.normpath(posixpath.join(parts.path or "/", path))
@@ -385,7 +397,8 @@ def parse_manifest(text: str, *, base: str) -> list[ManifestEntry]:
     Raises
     ------
     ValueError
-        If the ``path`` or ``label`` column is missing or a row has an empty ``path``.
+        If the ``path`` or ``label`` column is missing, a row has an empty ``path``, or two rows
+        list the same file (however its path is spelled: relative, absolute, ``file:`` URI).
     """
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     header = [name.strip() for name in reader.fieldnames or []]
@@ -396,6 +409,7 @@ def parse_manifest(text: str, *, base: str) -> list[ManifestEntry]:
     extra = [name for name in header if name.lower() not in _MANIFEST_COLUMNS]
     unknown_genders: set[str] = set()
     entries = []
+    lines = []
     for line, row in enumerate(reader, start=2):
         clip_path = _cell(row, known, "path")
         if not clip_path:
@@ -405,6 +419,7 @@ def parse_manifest(text: str, *, base: str) -> list[ManifestEntry]:
         gender = _GENDER_WORDS.get(gender_text.lower()) if gender_text else None
         if gender_text and gender is None:
             unknown_genders.add(gender_text)
+        lines.append(line)
         entries.append(
             ManifestEntry(
                 path=_resolve(clip_path, base),
@@ -420,7 +435,42 @@ def parse_manifest(text: str, *, base: str) -> list[ManifestEntry]:
         logger.warning(
             "manifest gender values %s are neither male nor female; read as unknown", sorted(unknown_genders)
         )
+    _refuse_repeats(entries, lines)
     return entries
+
+
+def _file_key(path: str) -> str:
+    """One key per file for a resolved manifest path: local paths and ``file:`` URIs alike."""
+    if path.startswith("file:"):
+        return unquote(urlsplit(path).path)
+    return path
+
+
+def _refuse_repeats(entries: list[ManifestEntry], lines: list[int]) -> None:
+    """Refuse a manifest that lists one file on more than one row, however its path is spelled.
+
+    Raises
+    ------
+    ValueError
+        Naming the first such file and the lines that list it.
+    """
+    rows: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
+        rows.setdefault(_file_key(entry.path), []).append(index)
+    for indices in rows.values():
+        if len(indices) < 2:
+            continue
+        numbers = [str(lines[index]) for index in indices]
+        spelled = ", ".join(numbers[:-1]) + " and " + numbers[-1]
+        which = "both list" if len(indices) == 2 else "all list"
+        repeated = [entries[index] for index in indices]
+        values = {(e.label, e.speaker, e.gender, e.corpus, tuple(sorted(e.meta.items()))) for e in repeated}
+        if len(values) > 1:
+            raise ValueError(
+                f"manifest lines {spelled} {which} {repeated[0].path}, with different labels, speakers "
+                "or other values; keep one row per file"
+            )
+        raise ValueError(f"manifest lines {spelled} {which} {repeated[0].path}; list each file once")
 
 
 def read_manifest(path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None) -> list[ManifestEntry]:
@@ -442,7 +492,13 @@ def read_manifest(path: str | os.PathLike[str], *, base: str | os.PathLike[str] 
     -------
     list[ManifestEntry]
         In file order; relative local paths become absolute plain paths, absolute paths and
-        URIs are kept as written.
+        URIs keep their form; every path is normalised (``a/./b/../c`` → ``a/c``,
+        ``file:///x`` → ``file:/x``).
+
+    Raises
+    ------
+    ValueError
+        As :func:`parse_manifest`: a missing column, an empty path, a file listed twice.
     """
     local = str(path)
     if local.startswith("file:"):

@@ -7,6 +7,9 @@ data, offline, in well under a second (the encoder and the call bundle in a few)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -212,3 +215,49 @@ def embedding_head_config(model: str = "embed-logreg", layer: int = -1) -> Embed
         model=model, taxonomy="basic4", seed=1, split=SplitConfig(folds=2),
         head=HeadConfig(layer=layer, max_epochs=30, patience=10, validation_fraction=0.34, mlp_hidden_units=8),
     )
+
+
+# --- extraction jobs -----------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+#: RAVDESS emotion codes of :func:`write_small_corpus`'s clips.
+SMALL_CORPUS_EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
+
+
+def write_small_corpus(root: Path) -> Path:
+    """Eight RAVDESS-named 1 s clips of two actors and two bad files (empty, silent): ten listed files."""
+    import soundfile as sf
+
+    from ser_udfs.synthetic.speech import synth_utterance
+
+    for actor in (1, 2):
+        for code, emotion in SMALL_CORPUS_EMOTIONS.items():
+            wave = synth_utterance(emotion, speaker_seed=actor, utterance_seed=int(code), duration_s=1.0)
+            folder = root / f"Actor_{actor:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            sf.write(folder / f"03-01-{code}-01-01-01-{actor:02d}.wav", wave, 16000)
+    (root / "empty.wav").write_bytes(b"")
+    sf.write(root / "silent.wav", np.zeros(16000, np.float32), 16000)
+    return root
+
+
+def extraction_args(corpus: Path, output: Path, *overrides: str) -> list[str]:
+    """``jobs/extract_features.py`` arguments for ``corpus`` → ``output`` (32 mels), plus ``--set`` overrides."""
+    argv = ["--input", str(corpus), "--output", str(output), "--log-level", "WARNING", "--set", "mel.n_mels=32"]
+    for override in overrides:
+        argv += ["--set", override]
+    return argv
+
+
+def start_extraction_job(
+    corpus: Path, output: Path, log: Path, env: Mapping[str, str], *overrides: str, master: str = "local[2]"
+) -> subprocess.Popen[bytes]:
+    """The extraction job as its own process group (Python driver, JVM, Python workers), output to ``log``."""
+    environment = {
+        **os.environ, "SER_SPARK_MASTER": master, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable, **env,
+    }
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jobs.extract_features", *extraction_args(corpus, output, *overrides)],
+            cwd=REPO, env=environment, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )

@@ -95,3 +95,61 @@ def test_header_without_samples_is_empty(tmp_path) -> None:
     with pytest.raises(ClipError) as caught:
         decode_audio(str(path))
     assert caught.value.kind == "empty"
+
+
+def _decode_errors(source, *, block_frames: tuple[int, ...]) -> set[tuple[str, str]]:
+    """``(kind, message)`` of the errors of decoding ``source`` whole and streamed in blocks of each size."""
+    errors = set()
+    with pytest.raises(ClipError) as whole:
+        decode_audio(source)
+    errors.add((whole.value.kind, whole.value.message))
+    for frames in block_frames:
+        with pytest.raises(ClipError) as streamed:
+            for _ in stream_audio_blocks(source, block_frames=frames):
+                pass
+        errors.add((streamed.value.kind, streamed.value.message))
+    return errors
+
+
+def test_an_ogg_file_with_a_damaged_page_is_a_decode_error_whole_or_streamed(tmp_path) -> None:
+    """libsndfile decodes 3.1 to 3.4 s of the 4 s, or all 4 s, depending on the read sizes, without
+    an error: the pages' checksums decide, the same way in extraction and in scoring."""
+    from tests.torture import write_corrupted_ogg
+
+    path = tmp_path / "corrupted.ogg"
+    write_corrupted_ogg(path)
+    assert read_info(str(path)).frames == 4 * 16000  # the header still announces 4 s
+    errors = set()
+    for source in (str(path), path.read_bytes()):
+        errors |= _decode_errors(source, block_frames=(5000, 16000, 480000))
+    with open(path, "rb") as handle:  # a file object (pyarrow's streams) is checked too
+        with pytest.raises(ClipError, match="fails its checksum"):
+            decode_audio(handle)
+    assert len(errors) == 1, errors
+    ((kind, message),) = errors
+    assert kind == "decode" and "the Ogg page at byte" in message and "fails its checksum or is cut short" in message
+    assert "\n" not in message
+    cut = tmp_path / "cut.ogg"
+    cut.write_bytes(path.read_bytes()[:-300])
+    assert {kind for kind, _ in _decode_errors(str(cut), block_frames=(480000,))} == {"decode"}
+
+
+def test_a_decode_that_stops_before_the_header_s_length_is_a_decode_error(tmp_path) -> None:
+    """An Ogg file whose pages were damaged and given fresh checksums: libsndfile stops early."""
+    import struct
+
+    from ser_udfs.audio.decode import _ogg_crc
+    from tests.torture import write_corrupted_ogg
+
+    path = tmp_path / "corrupted.ogg"
+    write_corrupted_ogg(path)
+    data, offset = bytearray(path.read_bytes()), 0
+    while offset < len(data):
+        size = 27 + data[offset + 26] + sum(data[offset + 27 : offset + 27 + data[offset + 26]])
+        page = bytes(data[offset : offset + 22]) + bytes(4) + bytes(data[offset + 26 : offset + size])
+        data[offset + 22 : offset + 26] = struct.pack("<I", _ogg_crc(page))
+        offset += size
+    path.write_bytes(bytes(data))
+    errors = _decode_errors(str(path), block_frames=(5000, 16000))
+    assert errors == {("decode", "the audio stops before the end of the 4.00 s its header announces: the file is "
+                                 "corrupt; re-encode it from an intact copy")}

@@ -455,3 +455,29 @@ def test_shared_banglaser_manifest() -> None:
     assert {entry.label for entry in entries} == {"happy", "sad", "angry", "surprise", "neutral"}
     assert all(Path(entry.path).is_file() for entry in entries)
     assert all(set(entry.meta) == {"intensity"} for entry in entries)
+
+
+def test_manifest_normalises_each_spelling_of_a_path(tmp_path: Path) -> None:
+    manifest = _write(
+        tmp_path / "m.csv",
+        "path,label\n/abs/./clips/../clips/a.wav,calm\nhdfs://nn/data/x/../b.wav,calm\nfile:///data/c.wav,calm\n",
+    )
+    assert [e.path for e in read_manifest(manifest)] == ["/abs/clips/a.wav", "hdfs://nn/data/b.wav", "file:/data/c.wav"]
+
+
+def test_manifest_refuses_a_file_listed_twice_with_different_labels(tmp_path: Path) -> None:
+    clip = tmp_path / "clips" / "a.wav"
+    manifest = _write(
+        tmp_path / "m.csv",
+        f"path,label,speaker\nclips/a.wav,happy,s1\n{clip},angry,s1\nfile://{clip},sad,s1\n"
+        "./clips/../clips/a.wav,happy,s2\nclips/b.wav,sad,s1\n",
+    )
+    refusal = r"manifest lines 2, 3, 4 and 5 all list .*/clips/a\.wav, with different labels, speakers"
+    with pytest.raises(ValueError, match=refusal):
+        read_manifest(manifest)
+
+
+def test_manifest_refuses_exact_repeats_too(tmp_path: Path) -> None:
+    manifest = _write(tmp_path / "m.csv", "path,label\na.wav,happy\nb.wav,sad\n./a.wav,happy\n")
+    with pytest.raises(ValueError, match=r"manifest lines 2 and 4 both list .*/a\.wav; list each file once"):
+        read_manifest(manifest)

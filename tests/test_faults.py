@@ -6,48 +6,28 @@ import ast
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from jobs import extract_features
 from jobs._cli import run
 from ser_udfs.errors import UserError
 from ser_udfs.spark.faults import DELAY_ENV, FAIL_ONCE_ENV
 from ser_udfs.spark.path_checks import check_manifest_paths, check_output_apart
-from ser_udfs.synthetic.speech import synth_utterance
 from tests.torture import extraction_tables
-from tests.builders import assert_tables_equal, random_logreg_bundle
+from tests.builders import assert_tables_equal, extraction_args, random_logreg_bundle, start_extraction_job, write_small_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """Eight RAVDESS-named clips of two actors and two bad files: ten listed files."""
-    root = tmp_path_factory.mktemp("fault-corpus")
-    for actor in (1, 2):
-        for code, emotion in EMOTIONS.items():
-            wave = synth_utterance(emotion, speaker_seed=actor, utterance_seed=int(code), duration_s=1.0)
-            folder = root / f"Actor_{actor:02d}"
-            folder.mkdir(exist_ok=True)
-            sf.write(folder / f"03-01-{code}-01-01-01-{actor:02d}.wav", wave, 16000)
-    (root / "empty.wav").write_bytes(b"")
-    sf.write(root / "silent.wav", np.zeros(16000, np.float32), 16000)
-    return root
+    return write_small_corpus(tmp_path_factory.mktemp("faults-corpus"))
 
-
-def _args(corpus: Path, output: Path, *overrides: str) -> list[str]:
-    argv = ["--input", str(corpus), "--output", str(output), "--log-level", "WARNING", "--set", "mel.n_mels=32"]
-    for override in overrides:
-        argv += ["--set", override]
-    return argv
 
 
 def _assert_same_tables(output: Path, reference: Path) -> None:
@@ -58,21 +38,9 @@ def _assert_same_tables(output: Path, reference: Path) -> None:
 @pytest.fixture(scope="module")
 def clean_run(spark, corpus: Path, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("clean") / "table"
-    assert extract_features.main(_args(corpus, output, "read.files_per_partition=2")) == 0
+    assert extract_features.main(extraction_args(corpus, output, "read.files_per_partition=2")) == 0
     return output
 
-
-def _start_job(corpus: Path, output: Path, log: Path, env: dict[str, str], *overrides: str) -> subprocess.Popen:
-    """The extraction job as its own process group (Python driver, JVM, Python workers)."""
-    environment = {
-        **os.environ, "SER_SPARK_MASTER": "local[2,4]", "SPARK_LOCAL_IP": "127.0.0.1",
-        "PYSPARK_PYTHON": sys.executable, **env,
-    }
-    with log.open("wb") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "jobs.extract_features", *_args(corpus, output, *overrides)],
-            cwd=REPO, env=environment, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-        )
 
 
 @pytest.mark.spark
@@ -83,9 +51,9 @@ def test_task_failing_once_per_partition_is_retried_without_duplicates(
 ) -> None:
     markers = tmp_path / "markers"
     output = tmp_path / "table"
-    job = _start_job(
+    job = start_extraction_job(
         corpus, output, tmp_path / "job.log", {FAIL_ONCE_ENV: str(markers)},
-        "read.files_per_partition=2", "output.rows_per_batch=1", f"output.writer={writer}",
+        "read.files_per_partition=2", "output.rows_per_batch=1", f"output.writer={writer}", master="local[2,4]",
     )
     assert job.wait(timeout=300) == 0, (tmp_path / "job.log").read_text()[-3000:]
     manifest = json.loads((output / "_manifest.json").read_text())
@@ -103,12 +71,10 @@ def test_job_killed_mid_write_is_never_taken_for_finished_and_rerun_completes(
     from ser_udfs.spark.feature_table import read_feature_table
     from ser_udfs.spark.io import read_manifest_json
 
-    output = tmp_path / "table"
-    assert extract_features.main(_args(corpus, output)) == 0
-    assert (output / "_SUCCESS").exists()
-    job = _start_job(
+    output = tmp_path / "table"  # a new output; a finished one killed while rerun stays finished (test_reliability_outputs)
+    job = start_extraction_job(
         corpus, output, tmp_path / "job.log", {DELAY_ENV: "1.0"},
-        "read.files_per_partition=2", "output.rows_per_batch=1",
+        "read.files_per_partition=2", "output.rows_per_batch=1", master="local[2,4]",
     )
     try:
         deadline = time.time() + 240
@@ -130,7 +96,7 @@ def test_job_killed_mid_write_is_never_taken_for_finished_and_rerun_completes(
     with pytest.raises(UserError, match="is not a finished output"):
         read_feature_table(spark, str(output), feature_columns=["stats"])
 
-    assert extract_features.main(_args(corpus, output)) == 0
+    assert extract_features.main(extraction_args(corpus, output)) == 0
     assert not list(output.glob("_staging-*"))
     assert read_manifest_json(spark, str(output))["counts"]["files_listed"] == 10
     _assert_same_tables(output, clean_run)
@@ -140,7 +106,7 @@ def test_job_killed_mid_write_is_never_taken_for_finished_and_rerun_completes(
 def test_reruns_are_idempotent_whatever_the_partitioning(
     spark, corpus: Path, clean_run: Path, tmp_path: Path
 ) -> None:
-    assert extract_features.main(_args(corpus, tmp_path / "again", "read.files_per_partition=64")) == 0
+    assert extract_features.main(extraction_args(corpus, tmp_path / "again", "read.files_per_partition=64")) == 0
     _assert_same_tables(tmp_path / "again", clean_run)
     first = json.loads((clean_run / "_manifest.json").read_text())
     second = json.loads((tmp_path / "again" / "_manifest.json").read_text())
@@ -154,7 +120,7 @@ def test_job_writes_only_inside_its_output(spark, corpus: Path, tmp_path: Path) 
         return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
     before_input, before_parent = snapshot(corpus), snapshot(tmp_path)
-    assert extract_features.main(_args(corpus, tmp_path / "out")) == 0
+    assert extract_features.main(extraction_args(corpus, tmp_path / "out")) == 0
     assert snapshot(corpus) == before_input
     after_parent = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(str(tmp_path / "out"))}
     assert after_parent == before_parent

@@ -130,3 +130,99 @@ def test_silent_short_and_non_finite_clips_are_reported() -> None:
     with pytest.raises(ClipError, match="constant DC offset") as dc_offset:
         to_mono_target_rate(np.full((2, 16000), 0.25, np.float32), 16000, config)
     assert dc_offset.value.kind == "silent"
+
+
+def test_stereo_whose_channels_cancel_in_the_down_mix_says_so() -> None:
+    config = AudioConfig()
+    tone = _tone(1.0, 16000)
+    with pytest.raises(ClipError, match="the channels cancel out") as cancelled:
+        to_mono_target_rate(np.stack([tone, -tone]), 16000, config)
+    assert cancelled.value.kind == "silent" and "single channel" in cancelled.value.message
+    assert "\n" not in cancelled.value.message and "DC offset" not in cancelled.value.message
+    with pytest.raises(ClipError, match="constant DC offset"):  # every channel silent: silence, as before
+        to_mono_target_rate(np.zeros((2, 16000), np.float32), 16000, config)
+
+
+def _long_recording(seconds: float, rate: int, *, speech: tuple[float, float], channels: int = 2) -> np.ndarray:
+    """``[channels, n]``: quiet noise (-80 dBFS) with a stretch of tones and noise at ``speech`` (start, end s)."""
+    rng = np.random.default_rng(11)
+    n = int(seconds * rate)
+    signal = np.tile(1e-4 * rng.standard_normal(n).astype(np.float32), (channels, 1))
+    start, end = int(speech[0] * rate), int(speech[1] * rate)
+    loud = 0.4 * np.sin(2 * np.pi * 310.0 * np.arange(end - start) / rate).astype(np.float32)
+    loud += 0.05 * rng.standard_normal(end - start).astype(np.float32)
+    loud *= np.sin(np.linspace(0, 9 * np.pi, end - start)).astype(np.float32) ** 2  # syllable-like envelope
+    for channel in range(channels):
+        signal[channel, start:end] += loud * (1.0 - 0.3 * channel)
+    return signal
+
+
+@pytest.mark.parametrize(
+    "rate, speech, settings",
+    [
+        (48000, (20.0, 50.0), {}),  # crop from the middle of the trimmed speech
+        (44100, (20.0, 50.0), {"align": "start", "trim_silence": False}),
+        (48000, (30.0, 31.2), {"peak_normalise": False}),  # trimmed speech shorter than the clip: padded
+        (16000, (5.0, 64.0), {"align": "start"}),  # no resampling
+    ],
+)
+def test_long_files_are_preprocessed_streamed_with_the_whole_signal_result(
+    tmp_path, monkeypatch, rate: int, speech: tuple[float, float], settings: dict
+) -> None:
+    """A 70 s recording, decoded in blocks three times, gives the clip and features of decoding it whole."""
+    import soundfile as sf
+
+    from ser_udfs.audio.decode import decode_audio
+    from ser_udfs.audio.preprocess import preprocess_streamed
+    from ser_udfs.features import extract_file as extract_module
+    from ser_udfs.features.compute import compute_features_batch
+    from ser_udfs.features.config import FeatureConfig
+
+    config = FeatureConfig(audio=AudioConfig(**settings))
+    path = tmp_path / "long.wav"
+    sf.write(path, _long_recording(70.0, rate, speech=speech).T, rate, subtype="PCM_16")
+    decoded, info = decode_audio(str(path))
+    whole = preprocess(decoded, rate, config.audio)
+    def blocks():  # uneven blocks, as a decoder gives them
+        return (decoded[:, start : start + 70001] for start in range(0, decoded.shape[1], 70001))
+
+    streamed, frames = preprocess_streamed(blocks, rate, config.audio)
+    assert frames == info.frames and streamed.dtype == np.float32
+    np.testing.assert_allclose(streamed, whole, rtol=0, atol=np.finfo(np.float32).eps)
+
+    def no_whole_decode(source):
+        raise AssertionError("a long file was decoded whole")
+
+    monkeypatch.setattr(extract_module, "decode_audio", no_whole_decode)
+    got_info, (row,) = extract_module.extract_file(str(path), "id", config, extract_module.ExtractOptions())
+    assert got_info == info
+    expected = compute_features_batch(whole[None], config.audio.target_sample_rate_hz, config)
+    for name, values in expected.items():
+        np.testing.assert_allclose(row.features[name], values[0], rtol=1e-5, atol=1e-5)
+
+
+def test_long_files_streamed_are_refused_as_whole_files_are(tmp_path) -> None:
+    """Cancelling channels, silence and a NaN near the end of 70 s files: the whole path's errors."""
+    import soundfile as sf
+
+    from ser_udfs.features.extract_file import ExtractOptions, extract_file
+
+    from ser_udfs.features.config import FeatureConfig
+
+    config = FeatureConfig()
+    rate = 8000
+    cases = {}
+    tone = _tone(70.0, rate)
+    cases["cancel.wav"] = (np.stack([tone, -tone]), "FLOAT", "silent", "the channels cancel out")
+    cases["silence.wav"] = (np.zeros((1, 70 * rate), np.float32), "PCM_16", "silent", "constant DC offset")
+    broken = tone.copy()
+    broken[65 * rate] = np.nan
+    cases["nan.wav"] = (broken[None], "FLOAT", "non_finite", "NaN or infinite")
+    for name, (signal, subtype, kind, message) in cases.items():
+        sf.write(tmp_path / name, signal.T, rate, subtype=subtype)
+        with pytest.raises(ClipError, match=message) as streamed:
+            extract_file(str(tmp_path / name), "id", config, ExtractOptions())
+        with pytest.raises(ClipError) as whole:
+            preprocess(signal, rate, config.audio)
+        assert streamed.value.kind == whole.value.kind == kind, name
+        assert streamed.value.message == whole.value.message, name

@@ -58,6 +58,12 @@ class TortureCase:
         A fragment the error message must contain (empty for features and ignored entries).
     write
         Creates the entry at the given path (parent folders exist).
+    scoring
+        What the scoring job must make of it, when that is not what :func:`scoring_outcome`
+        derives from ``expect`` (e.g. ``"call"`` for stereo whose channels cancel only when mixed).
+    optional
+        The file system may refuse the name (``:`` or bytes that are not UTF-8, on macOS or
+        Windows file systems): :func:`build_corpus` then leaves this entry out, and only it.
     """
 
     path: str
@@ -65,6 +71,8 @@ class TortureCase:
     expect: str
     message: str
     write: Callable[[Path], None]
+    scoring: str = ""
+    optional: bool = False
 
 
 def _speech(rate: int = 16000, seconds: float = 1.0, seed: int = 1) -> np.ndarray:
@@ -100,6 +108,30 @@ def _truncated(path: Path) -> None:
 def _truncated_flac(path: Path) -> None:
     sf.write(path, _speech(seconds=2.0), 16000, format="FLAC")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def write_corrupted_ogg(path: Path) -> None:
+    """4 s of speech as OGG Vorbis with 200 random bytes written over its middle (a page body):
+    libsndfile decodes from 3.1 s of it to all 4 s, depending on the sizes of the reads, without
+    an error, while the header still says 4 s."""
+    sf.write(path, _speech(seconds=4.0), 16000, format="OGG", subtype="VORBIS")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = np.random.default_rng(0).bytes(200)
+    path.write_bytes(bytes(data))
+
+
+def _cancelling_stereo(path: Path) -> None:
+    """Stereo speech whose right channel is the left one inverted: the down-mix is (nearly) zero."""
+    wave = _speech(seed=5)
+    sf.write(path, np.stack([wave, -wave], axis=1), 16000, subtype="PCM_16")
+
+
+def _raw_ulaw(path: Path) -> None:
+    """1 s of speech as headerless 8 kHz µ-law bytes (what telephony systems often store as .raw)."""
+    wave = np.clip(_speech(rate=8000), -1.0, 1.0)
+    ulaw = np.sign(wave) * np.log1p(255 * np.abs(wave)) / np.log1p(255)
+    path.write_bytes((~((ulaw + 1) * 127.5).astype(np.uint8)).tobytes())
 
 
 def _non_finite(path: Path) -> None:
@@ -144,6 +176,15 @@ EXTRACT_CASES: tuple[TortureCase, ...] = (
         "odd/truncated.wav", "WAV cut to half its samples (header still says 1 s)", "features", "", _truncated
     ),
     TortureCase("bad/truncated.flac", "FLAC cut in half", "decode", "flac decoder lost sync", _truncated_flac),
+    TortureCase(
+        "bad/corrupted.ogg", "OGG Vorbis of 4 s with 200 random bytes over its middle (libsndfile decodes 3.1 s "
+        "to all 4 s, by read size, without an error)", "decode", "fails its checksum or is cut short",
+        write_corrupted_ogg,
+    ),
+    TortureCase(
+        "bad/cancelling_stereo.wav", "stereo speech whose channels cancel in the down-mix (right = -left)",
+        "silent", "the channels cancel out", _cancelling_stereo, scoring="call",
+    ),
     TortureCase(
         "bad/random bytes.wav", "4 kB of random bytes named .wav", "decode", "cannot decode audio",
         lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
@@ -212,6 +253,22 @@ EXTRACT_CASES: tuple[TortureCase, ...] = (
         LOCKED_DIR, "an unreadable folder (chmod 000; simulated when the tests run as root)", "read",
         "cannot list this folder: permission denied", _locked_dir,
     ),
+    TortureCase(
+        "names/take 10:30:00.wav", "a name holding `:` (Hadoop reads `take 10:` as a URI scheme)", "features", "",
+        lambda p: _pcm_wav(p, _speech(seed=6)), optional=True,
+    ),
+    TortureCase(
+        "names/2024-01-01T10:00/inside.wav", "a folder name holding `:`", "features", "",
+        lambda p: _pcm_wav(p, _speech(seed=7)), optional=True,
+    ),
+    TortureCase(
+        "names/caf\udce9 latin-1.wav", "a name that is not valid UTF-8 (the Latin-1 byte 0xE9)", "features", "",
+        lambda p: _pcm_wav(p, _speech(seed=8)), optional=True,
+    ),
+    TortureCase(
+        "bad/call.raw", "headerless 8 kHz µ-law samples named .raw", "unsupported",
+        "headerless raw audio is not supported", _raw_ulaw,
+    ),
     TortureCase("notes.txt", "a text file with a non-audio name", "ignored", "", lambda p: p.write_text("notes\n")),
     TortureCase(
         "odd/._clipped.wav", "a hidden macOS AppleDouble file (._name)", "ignored", "",
@@ -221,13 +278,25 @@ EXTRACT_CASES: tuple[TortureCase, ...] = (
 
 
 def build_corpus(root: Path, cases: tuple[TortureCase, ...] = EXTRACT_CASES) -> Path:
-    """Write ``cases`` under ``root`` (created) and return ``root``."""
+    """Write ``cases`` under ``root`` (created) and return ``root``.
+
+    An optional case whose name the file system refuses is left out (see :func:`present_cases`).
+    """
     root.mkdir(parents=True, exist_ok=True)
     for case in cases:
         target = root / case.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        case.write(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            case.write(target)
+        except (OSError, UnicodeError):
+            if not case.optional:
+                raise
     return root
+
+
+def present_cases(root: Path, cases: tuple[TortureCase, ...] = EXTRACT_CASES) -> tuple[TortureCase, ...]:
+    """The cases :func:`build_corpus` wrote under ``root``: all but optional ones the OS refused."""
+    return tuple(case for case in cases if not case.optional or os.path.lexists(root / case.path))
 
 
 def unlock(root: Path) -> None:
@@ -261,7 +330,8 @@ def deny_listing(folder: Path) -> Callable[..., object]:
 
 def relative_name(uri: str, root: Path) -> str:
     """The corpus-relative name of a listed URI (``file:/tmp/x/bad/a%20b.wav`` → ``bad/a b.wav``)."""
-    return os.path.relpath(unquote(urlparse(uri).path), os.path.abspath(root)).replace(os.sep, "/")
+    path = unquote(urlparse(uri).path, errors="surrogateescape")
+    return os.path.relpath(path, os.path.abspath(root)).replace(os.sep, "/")
 
 
 def extraction_tables(output: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -285,8 +355,9 @@ def expected_outcomes(cases: tuple[TortureCase, ...] = EXTRACT_CASES) -> dict[st
 def scoring_outcome(case: TortureCase) -> str:
     """What the scoring job must make of an entry: ``"call"`` (a calls row), ``"no_speech"`` (a
     calls row of that status: silence is flagged, not scored) or the ``error_kind`` of its errors
-    row; ``"ignored"`` for entries that are not listed."""
-    return {"features": "call", "silent": "no_speech"}.get(case.expect, case.expect)
+    row; ``"ignored"`` for entries that are not listed. ``case.scoring``, when set, wins: scoring
+    takes each channel on its own, so stereo that only the down-mix silences is a call."""
+    return case.scoring or {"features": "call", "silent": "no_speech"}.get(case.expect, case.expect)
 
 
 @dataclass(frozen=True)
@@ -324,9 +395,41 @@ FAULT_CASES: tuple[FaultCase, ...] = (
     ),
     FaultCase(
         "a finished output is rerun and killed",
-        "a complete output, then a second run killed mid-write",
-        "the second run removes `_SUCCESS` first, so the half-replaced output is refused too",
-        "tests/test_faults.py::test_job_killed_mid_write_is_never_taken_for_finished_and_rerun_completes",
+        "a complete output, then a second run killed with SIGKILL while it stages its tables",
+        "the output is still finished and its tables unchanged; the killed run's lock (its pid is gone) "
+        "does not block the next run, which takes it over with a warning and removes the staging leftovers",
+        "tests/test_reliability_outputs.py::test_lock_left_by_a_job_killed_with_sigkill_does_not_block_the_next_run",
+    ),
+    FaultCase(
+        "a run dies while it moves its tables in",
+        "`OutputDir.move_into_place` interrupted after the first table",
+        "no `_SUCCESS`, no `_manifest.json`: readers refuse the half-replaced output; the rerun completes",
+        "tests/test_reliability_outputs.py::"
+        "test_a_run_that_dies_while_it_replaces_the_tables_leaves_an_output_readers_refuse",
+    ),
+    FaultCase(
+        "two jobs write the same output",
+        "an extraction job slowed by `SER_SPARK_TASK_DELAY_S`, a second one started into its output",
+        "the second is refused in one sentence naming the first's pid (exit status 2); the first finishes "
+        "with all its rows; a live owner's lock is never taken over, a dead or stale one is",
+        "tests/test_reliability_outputs.py::"
+        "test_second_job_into_the_same_output_is_refused_and_the_first_keeps_all_its_rows",
+    ),
+    FaultCase(
+        "a refused run over a finished output",
+        "a manifest with an `http:` path, a mistyped or empty `--input`, a missing bundle, a `--plot` that "
+        "matches no call; into a finished output and into a new folder",
+        "refused in one sentence (exit status 2) before the output is touched: the finished output is byte "
+        "for byte as it was, no new folder is created",
+        "tests/test_reliability_outputs.py::test_refused_scoring_leaves_a_finished_output_as_it_was",
+    ),
+    FaultCase(
+        "a full disk",
+        "the writer raises `OSError(ENOSPC)`, or a Java `IOException` \"No space left on device\", after "
+        "staging its files",
+        "one sentence saying so and what to do (exit status 1), no traceback; the previous output is byte "
+        "for byte as it was, no staging folder or lock is left, no new folder is created",
+        "tests/test_reliability_outputs.py::test_full_disk_ends_in_one_sentence_and_keeps_the_previous_output",
     ),
     FaultCase(
         "rerun with the same input and config",
@@ -336,10 +439,31 @@ FAULT_CASES: tuple[FaultCase, ...] = (
     ),
     FaultCase(
         "tampered or incomplete model bundle",
-        "a missing file, truncated weights, an edited feature config, changed weights, a pickle "
-        "planted beside the weights",
-        "refused with one sentence naming the bundle and the problem; no pickle is ever loaded",
+        "a missing file, truncated weights, an edited feature config, changed weights, extra weights",
+        "refused with one sentence naming the bundle and the problem",
         "tests/test_faults.py::test_damaged_bundles_are_refused",
+    ),
+    FaultCase(
+        "poisoned model bundle",
+        "a FIFO named `extra.safetensors` or `config.json`; NaN or infinite weights with their checksums "
+        "recomputed; labels swapped or renamed in `config.json`, alone or with the taxonomy",
+        "refused with one sentence naming the bundle and the problem; the FIFO is never opened (no hang); "
+        "a bundle written before `labels_sha256` existed loads with a warning, its labels checked against "
+        "its taxonomy",
+        "tests/test_reliability_bundles.py",
+    ),
+    FaultCase(
+        "a pickle file beside the weights",
+        "`model.pkl` and `sub/weights.pt` in a bundle folder; `pickle.load(s)` and `torch.load` made to fail",
+        "the bundle loads from its safetensors and JSON; the pickles are never opened, and a warning names them",
+        "tests/test_reliability_bundles.py::test_a_pickle_beside_the_weights_is_never_opened_and_named_in_a_warning",
+    ),
+    FaultCase(
+        "a model whose probabilities are NaN",
+        "a predictor that returns NaN for the windows of a call",
+        "the call is an `errors` row of kind `internal` saying so, none of its probabilities is written; "
+        "the scoring job refuses a model that gives NaN for a window of noise before it starts",
+        "tests/test_reliability_bundles.py::test_a_window_the_model_gives_nan_probabilities_is_an_error_of_its_call",
     ),
     FaultCase(
         "hostile manifest and arguments",
@@ -347,6 +471,20 @@ FAULT_CASES: tuple[FaultCase, ...] = (
         "negative or zero counts, unknown keys",
         "refused with one sentence saying what to change (exit status 2); nothing is written to the input",
         "tests/test_faults.py::test_manifest_schemes_and_outputs_are_checked",
+    ),
+    FaultCase(
+        "a manifest that lists one file five ways",
+        "the same clip as two identical rows, an absolute path, a `file://` URI and `./clips/../clips/...`, "
+        "with four labels",
+        "the spellings are normalised to one path (the one its clip id is made from) and the manifest is "
+        "refused in one sentence naming the file and its lines (exit status 2); exact repeats are refused too",
+        "tests/test_reliability_extract.py::test_a_manifest_listing_one_file_five_ways_is_refused_in_one_sentence",
+    ),
+    FaultCase(
+        "manifest paths outside the allowed roots",
+        "`read.manifest_roots` set; a path outside, a `..` out of a root, a link inside a root to a file outside",
+        "refused in one sentence naming the row and the roots (exit status 2); an empty list restricts nothing",
+        "tests/test_reliability_extract.py::test_manifest_roots_restrict_where_manifest_paths_may_point",
     ),
     FaultCase(
         "a job writes outside its output",
@@ -366,7 +504,9 @@ FAULT_CASES: tuple[FaultCase, ...] = (
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """``text`` for a Markdown cell; bytes of a name that are not UTF-8 shown as ``\\xE9``."""
+    shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return shown.replace("|", "\\|")
 
 
 def render_extract_table(cases: tuple[TortureCase, ...] = EXTRACT_CASES) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -54,7 +56,8 @@ def _open(source: AudioSource) -> sf.SoundFile:
         raise ClipError("empty", "the file is empty (0 bytes)")
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
-        return sf.SoundFile(handle)
+        # a path as bytes: soundfile encodes str paths strictly, refusing names that are not UTF-8
+        return sf.SoundFile(os.fsencode(handle) if isinstance(handle, str) else handle)
     except FileNotFoundError:
         raise ClipError("read", f"file not found: {source}") from None
     except PermissionError:
@@ -123,17 +126,93 @@ def decode_audio(source: AudioSource) -> tuple[np.ndarray, AudioInfo]:
         float32 ``[channels, frames]`` in [-1, 1] for integer encodings.
     info
         Header information; ``info.frames`` is the number of frames actually decoded.
+
+    Raises
+    ------
+    ClipError
+        ``decode`` also for an Ogg file with a damaged page, and for a file whose decoding ends
+        before the frame count of its header, so that no clip is silently cut short.
     """
     with _open(source) as handle:
         info = _check_header(handle)
+        _check_ogg_pages(handle, source)
         try:
             data = handle.read(dtype="float32", always_2d=True) if handle.seekable() else _read_forwards(handle)
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             raise ClipError("decode", f"cannot decode audio data: {str(exc).strip()}") from None
     if data.shape[0] == 0:
         raise ClipError("empty", "the file holds no audio samples")
+    _check_complete(data.shape[0], info)
     info = AudioInfo(info.sample_rate, info.channels, data.shape[0], info.subtype)
     return np.ascontiguousarray(data.T), info
+
+
+#: Each byte with its bits reversed: Ogg's CRC-32 is zlib's with the bits of data and result reversed.
+_REVERSED_BITS = bytes(int(f"{value:08b}"[::-1], 2) for value in range(256))
+
+
+def _ogg_crc(page: bytes) -> int:
+    """Ogg's page checksum (CRC-32, polynomial 0x04C11DB7, not reflected, no initial or final XOR)."""
+    reflected = zlib.crc32(page.translate(_REVERSED_BITS), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{reflected:032b}"[::-1], 2)
+
+
+def _check_ogg_pages(handle: sf.SoundFile, source: AudioSource) -> None:
+    """Refuse an Ogg file (Vorbis, Opus) with a page that fails its checksum or is cut short: ``decode``.
+
+    libsndfile skips or stops at a damaged page without an error, and how much it decodes
+    depends on the sizes of the reads; the checksums say for sure. Reads ``source`` page by page
+    (a file object is read from its start and put back where it was).
+    """
+    if handle.format != "OGG":
+        return
+    if isinstance(source, str):
+        with open(source, "rb") as stream:
+            _verify_ogg_pages(stream)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        _verify_ogg_pages(io.BytesIO(source))
+    else:
+        position = source.tell()
+        try:
+            source.seek(0)
+            _verify_ogg_pages(source)
+        finally:
+            source.seek(position)
+
+
+def _verify_ogg_pages(stream: BinaryIO) -> None:
+    offset = 0
+    while header := stream.read(27):
+        if len(header) == 27 and header[:4] == b"OggS":
+            segments = stream.read(header[26])
+            body = stream.read(sum(segments))
+            if len(segments) == header[26] and len(body) == sum(segments):
+                (recorded,) = struct.unpack("<I", header[22:26])
+                if _ogg_crc(header[:22] + bytes(4) + header[26:] + segments + body) == recorded:
+                    offset += len(header) + len(segments) + len(body)
+                    continue
+        raise ClipError(
+            "decode",
+            f"the Ogg page at byte {offset} fails its checksum or is cut short: the file is corrupt; re-encode it "
+            "from an intact copy",
+        )
+
+
+def _check_complete(frames_read: int, header: AudioInfo) -> None:
+    """Refuse a decode that ended before the frame count of the header: ``decode``.
+
+    libsndfile may stop without an error where a compressed stream (MP3, an Ogg stream whose pages
+    are intact but whose packets are not) is corrupt; a WAV cut short is not refused (libsndfile
+    derives its frame count from the file size). Where it stops depends on the sizes of the
+    reads, so the message leaves it out. (Ogg pages are checked first, by their checksums:
+    :func:`_check_ogg_pages`.)
+    """
+    if frames_read < header.frames:
+        raise ClipError(
+            "decode",
+            f"the audio stops before the end of the {header.duration_s:.2f} s its header announces: the file is "
+            "corrupt; re-encode it from an intact copy",
+        )
 
 
 def _read_forwards(handle: sf.SoundFile, block_frames: int = 1 << 16) -> np.ndarray:
@@ -156,16 +235,28 @@ def stream_audio_blocks(
         float32 ``[channels, <= block_frames]``; the last block may be shorter.
     info
         The header information (the same object for every block).
+
+    Raises
+    ------
+    ClipError
+        ``decode`` for undecodable data or an Ogg file with a damaged page (before the first
+        block), or (after the blocks read) for a file whose decoding ends before its header's
+        frame count, with :func:`decode_audio`'s sentences.
     """
     if block_frames <= 0:
         raise ValueError("block_frames must be positive")
     with _open(source) as handle:
         info = _check_header(handle)
+        _check_ogg_pages(handle, source)
+        frames_read = 0
         while True:
             try:
                 block = handle.read(block_frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
                 raise ClipError("decode", f"cannot decode audio data: {str(exc).strip()}") from None
             if block.shape[0] == 0:
+                if frames_read:
+                    _check_complete(frames_read, info)
                 return
+            frames_read += block.shape[0]
             yield np.ascontiguousarray(block.T), info

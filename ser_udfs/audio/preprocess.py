@@ -12,6 +12,9 @@ same steps on a call decoded block by block: :class:`Resampler` is the one resam
 
 from __future__ import annotations
 
+import itertools
+from typing import Callable, Iterable
+
 import numpy as np
 import soxr
 
@@ -99,7 +102,11 @@ def resample(waveform: np.ndarray, source_rate_hz: int, target_rate_hz: int, qua
 
 def peak_normalise(waveform: np.ndarray, peak_level: float = 0.99) -> np.ndarray:
     """Scale ``[n]`` audio so that its largest absolute sample equals ``peak_level``."""
-    peak = float(np.max(np.abs(waveform))) if waveform.size else 0.0
+    return _scale_to_peak(waveform, float(np.max(np.abs(waveform))) if waveform.size else 0.0, peak_level)
+
+
+def _scale_to_peak(waveform: np.ndarray, peak: float, peak_level: float) -> np.ndarray:
+    """``waveform`` (a whole signal or a block of it) scaled by ``peak_level / peak``, the signal's peak."""
     if peak == 0.0:
         return waveform
     return (waveform * np.float32(peak_level / peak)).astype(np.float32, copy=False)
@@ -112,7 +119,12 @@ def frame_rms(waveform: np.ndarray, frame_length: int, hop_length: int) -> np.nd
     -------
     float32 ``[1 + n // hop_length]``.
     """
-    padded = np.pad(waveform, frame_length // 2)
+    return _padded_frame_rms(np.pad(waveform, frame_length // 2), frame_length, hop_length)
+
+
+def _padded_frame_rms(padded: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+    """RMS of the frames of ``frame_length`` starting every ``hop_length`` samples of ``padded``
+    (each frame's value depends on its own samples only, so pieces of a signal give its values)."""
     frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
     return np.sqrt(np.mean(np.square(frames, dtype=np.float32), axis=1))
 
@@ -128,15 +140,23 @@ def trim_silence(
     """
     if waveform.size == 0:
         return waveform
-    rms = frame_rms(waveform, frame_length, hop_length)
+    start, end = _loud_bounds(frame_rms(waveform, frame_length, hop_length), waveform.size, top_db, hop_length)
+    return waveform[start:end]
+
+
+def _loud_bounds(rms: np.ndarray, n_samples: int, top_db: float, hop_length: int) -> tuple[int, int]:
+    """``(start, end)`` of the samples :func:`trim_silence` keeps, from the frame RMS of ``n_samples``."""
     peak = float(rms.max())
     if peak <= 0.0:
-        return waveform[:0]
+        return 0, 0
     threshold = peak * 10.0 ** (-top_db / 20.0)
     loud = np.flatnonzero(rms > threshold)
-    start = int(loud[0]) * hop_length
-    end = min(waveform.size, (int(loud[-1]) + 1) * hop_length)
-    return waveform[start:end]
+    return int(loud[0]) * hop_length, min(n_samples, (int(loud[-1]) + 1) * hop_length)
+
+
+def _crop_offset(length: int, n_samples: int, align: str) -> int:
+    """Where :func:`fix_duration` starts the ``n_samples`` it keeps of ``length > n_samples``."""
+    return (length - n_samples) // 2 if align == "centre" else 0
 
 
 def fix_duration(waveform: np.ndarray, n_samples: int, align: str = "centre") -> np.ndarray:
@@ -149,7 +169,7 @@ def fix_duration(waveform: np.ndarray, n_samples: int, align: str = "centre") ->
     if length == n_samples:
         return waveform
     if length > n_samples:
-        offset = (length - n_samples) // 2 if align == "centre" else 0
+        offset = _crop_offset(length, n_samples, align)
         return waveform[offset : offset + n_samples]
     out = np.zeros(n_samples, dtype=np.float32)
     offset = (n_samples - length) // 2 if align == "centre" else 0
@@ -183,12 +203,31 @@ def check_not_silent(samples: np.ndarray, config: AudioConfig) -> None:
         raise ClipError("silent", f"the clip is silent: its samples span {span:.2e} (digital silence or a constant DC offset)")
 
 
+def _refuse_cancelling_channels(waveform: np.ndarray, config: AudioConfig) -> None:
+    """For a silent down-mix of a ``[channels, n]`` waveform: refuse it as cancelling channels
+    (``silent``, saying so) when one of its channels alone is not silent; else return."""
+    if waveform.ndim != 2 or waveform.shape[0] < 2:
+        return
+    for channel, samples in enumerate(waveform):
+        try:
+            check_not_silent(samples, config)
+        except ClipError:
+            continue
+        raise ClipError(
+            "silent",
+            f"the down-mix of the {waveform.shape[0]} channels is silent although channel {channel} is not: "
+            "the channels cancel out (one is the other with its polarity inverted); extract a single channel "
+            "of the file, or score a single channel (score_calls.py --channels 0)",
+        )
+
+
 def to_mono_target_rate(waveform: np.ndarray, sample_rate: int, config: AudioConfig) -> np.ndarray:
     """Check, down-mix and resample a decoded ``[channels, n]`` (or ``[n]``) waveform.
 
     Raises :class:`ClipError` for non-finite samples, a clip too short to use, or one whose
     samples never move away from a constant (:func:`check_finite`, :func:`check_duration`,
-    :func:`check_not_silent`).
+    :func:`check_not_silent`); a silent down-mix of channels that are not silent alone is
+    ``silent`` with a message saying that the channels cancel out.
 
     Returns
     -------
@@ -197,7 +236,11 @@ def to_mono_target_rate(waveform: np.ndarray, sample_rate: int, config: AudioCon
     mono = downmix(waveform)
     check_finite(mono)
     check_duration(mono.size, sample_rate, config)
-    check_not_silent(mono, config)
+    try:
+        check_not_silent(mono, config)
+    except ClipError:
+        _refuse_cancelling_channels(waveform, config)
+        raise
     return resample(mono, sample_rate, config.target_sample_rate_hz, config.resample_quality)
 
 
@@ -212,8 +255,7 @@ def condition_clip(waveform: np.ndarray, config: AudioConfig) -> np.ndarray:
     float32 ``[config.clip_samples]``.
     """
     peak = float(np.max(np.abs(waveform))) if waveform.size else 0.0
-    if peak <= config.silence_peak:
-        raise ClipError("silent", f"the clip is silent (peak amplitude {peak:.2e})")
+    _check_peak(peak, config)
     if config.peak_normalise:
         waveform = peak_normalise(waveform, config.peak_level)
     if config.trim_silence:
@@ -226,6 +268,130 @@ def condition_clip(waveform: np.ndarray, config: AudioConfig) -> np.ndarray:
     return fix_duration(waveform, config.clip_samples, config.align)
 
 
+def _check_peak(peak: float, config: AudioConfig) -> None:
+    """Refuse a clip at the target rate whose peak amplitude is at most ``config.silence_peak``."""
+    if peak <= config.silence_peak:
+        raise ClipError("silent", f"the clip is silent (peak amplitude {peak:.2e})")
+
+
 def preprocess(waveform: np.ndarray, sample_rate: int, config: AudioConfig) -> np.ndarray:
     """The whole preprocessing chain: ``[channels, n]`` at any rate → ``[clip_samples]`` float32."""
     return condition_clip(to_mono_target_rate(waveform, sample_rate, config), config)
+
+
+def preprocess_streamed(
+    open_blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, config: AudioConfig
+) -> tuple[np.ndarray, int]:
+    """:func:`preprocess` of a signal read block by block, three times, in flat memory.
+
+    For long files, of which extraction keeps ``config.clip_seconds``: pass 1 checks the
+    samples as :func:`to_mono_target_rate` does and finds the peak at the target rate; pass 2
+    computes the frame RMS of the peak-normalised signal, hence what trimming keeps; pass 3 keeps
+    the samples that :func:`fix_duration` keeps. Each pass down-mixes and resamples the blocks
+    with the one :class:`Resampler`. (Trimming needs the RMS of the normalised signal, which
+    needs its peak: two passes could not give the whole-signal path's clip exactly.)
+
+    Parameters
+    ----------
+    open_blocks
+        Returns a new iterable of the signal's consecutive blocks, float32 ``[channels, n_i]``,
+        each time it is called (e.g. a fresh decode of the file).
+    sample_rate
+        Rate of the blocks.
+    config
+        The audio preprocessing settings.
+
+    Returns
+    -------
+    clip
+        float32 ``[config.clip_samples]``, the clip :func:`preprocess` gives for the whole signal
+        (to float32 rounding).
+    frames
+        Frames read per pass.
+
+    Raises
+    ------
+    ClipError
+        As :func:`preprocess` does, in the same order (the reader's own errors first); ``empty``
+        for a signal without samples.
+    """
+    frames, deferred, peak, length = 0, None, 0.0, 0
+    lows, highs = np.inf, -np.inf  # of each channel ([channels] arrays after the first block)
+    mono_low, mono_high = np.inf, -np.inf  # of the down-mix
+    resampler = Resampler(sample_rate, config.target_sample_rate_hz, quality=config.resample_quality)
+    for block in itertools.chain(open_blocks(), [None]):
+        if block is None:
+            samples = resampler.push(np.zeros(0, dtype=np.float32), last=True)
+        else:
+            mono = downmix(block)
+            frames += mono.size
+            try:
+                check_finite(mono)
+            except ClipError as exc:
+                deferred = deferred or exc
+            if mono.size:
+                lows, highs = np.minimum(lows, block.min(axis=1)), np.maximum(highs, block.max(axis=1))
+                mono_low, mono_high = min(mono_low, float(mono.min())), max(mono_high, float(mono.max()))
+            samples = resampler.push(mono)
+        length += samples.size
+        if samples.size and deferred is None:
+            peak = max(peak, float(np.max(np.abs(samples))))
+    if frames == 0:
+        raise ClipError("empty", "the file holds no audio samples")
+    if deferred is not None:
+        raise deferred
+    check_duration(frames, sample_rate, config)
+    try:
+        check_not_silent(np.array([mono_low, mono_high], dtype=np.float32), config)
+    except ClipError:
+        _refuse_cancelling_channels(np.stack([lows, highs], axis=1), config)
+        raise
+    _check_peak(peak, config)
+    level = config.peak_level if config.peak_normalise else None
+    start, end = 0, length
+    if config.trim_silence:
+        start, end = _loud_bounds(_streamed_frame_rms(open_blocks, sample_rate, config, peak, level), length,
+                                  config.trim_top_db, config.trim_hop_length)
+    if end - start > config.clip_samples:
+        start += _crop_offset(end - start, config.clip_samples, config.align)
+        end = start + config.clip_samples
+    kept, position = [], 0
+    for samples in _target_rate_blocks(open_blocks, sample_rate, config, peak, level):
+        if position < end and position + samples.size > start:
+            kept.append(samples[max(0, start - position) : end - position])
+        position += samples.size
+    clip = np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
+    return fix_duration(clip, config.clip_samples, config.align), frames
+
+
+def _target_rate_blocks(
+    open_blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, config: AudioConfig,
+    peak: float, peak_level: float | None,
+) -> Iterable[np.ndarray]:
+    """A fresh read of the signal, down-mixed and resampled block by block, then scaled to
+    ``peak_level`` from the signal's ``peak`` (unless ``peak_level`` is None): float32 ``[m_i]`` blocks."""
+    resampler = Resampler(sample_rate, config.target_sample_rate_hz, quality=config.resample_quality)
+    for block in open_blocks():
+        samples = resampler.push(downmix(block))
+        yield samples if peak_level is None else _scale_to_peak(samples, peak, peak_level)
+    last = resampler.push(np.zeros(0, dtype=np.float32), last=True)
+    yield last if peak_level is None else _scale_to_peak(last, peak, peak_level)
+
+
+def _streamed_frame_rms(
+    open_blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, config: AudioConfig,
+    peak: float, peak_level: float | None,
+) -> np.ndarray:
+    """:func:`frame_rms` of the (normalised) signal at the target rate, computed as it is read."""
+    frame_length, hop_length = config.trim_frame_length, config.trim_hop_length
+    pending = np.zeros(frame_length // 2, dtype=np.float32)
+    parts = []
+    for samples in itertools.chain(_target_rate_blocks(open_blocks, sample_rate, config, peak, peak_level), [None]):
+        tail = np.zeros(frame_length // 2, dtype=np.float32) if samples is None else samples
+        pending = np.concatenate([pending, tail])
+        if pending.size < frame_length:
+            continue
+        count = (pending.size - frame_length) // hop_length + 1
+        parts.append(_padded_frame_rms(pending[: (count - 1) * hop_length + frame_length], frame_length, hop_length))
+        pending = pending[count * hop_length :]
+    return np.concatenate(parts)

@@ -258,13 +258,18 @@ def check_predictor(predictor: Predictor, window: WindowConfig) -> WindowGeometr
     ------
     UserError
         From :func:`window_geometry`, from the model, or when the model returns probabilities
-        of another shape than ``[1, len(labels)]``.
+        of another shape than ``[1, len(labels)]`` or not finite.
     """
     geometry = window_geometry(predictor.feature_config, window)
     noise = np.random.default_rng(0).standard_normal(geometry.window_samples).astype(np.float32) * 0.1
     _, probabilities = predict_windows(predictor, [noise])
     if probabilities.shape != (1, len(predictor.labels)):
         raise UserError(f"the model returned probabilities of shape {probabilities.shape} for one window")
+    if not np.isfinite(probabilities).all():
+        raise UserError(
+            "the model returned NaN or infinite probabilities for a window of noise; the model bundle is broken: "
+            "train it again or use another"
+        )
     return geometry
 
 
@@ -443,6 +448,14 @@ class _WindowBatcher:
         kept, probabilities = predict_windows(self.predictor, [samples for _, _, samples in pending])
         for index, row in zip(kept, probabilities):
             stream, start, _ = pending[index]
+            if not np.isfinite(row).all():
+                rate = self.predictor.feature_config.audio.target_sample_rate_hz
+                raise ClipError(
+                    "internal",
+                    f"the model returned NaN or infinite probabilities for the window at {start / rate:.2f} s of "
+                    f"channel {stream.name}, so the call was not scored; the model bundle is broken: train it "
+                    "again or use another",
+                )
             stream.window_starts.append(start)
             stream.probabilities.append(row)
 
@@ -505,7 +518,8 @@ def score_call(
     ------
     ClipError
         For a file that cannot be decoded, holds no samples or non-finite samples, is shorter
-        than ``audio.min_duration_s``, or lacks a requested channel.
+        than ``audio.min_duration_s``, or lacks a requested channel; kind ``internal`` when the
+        model returns a NaN or infinite probability for any window (no probability is ever NaN).
     """
     geometry = window_geometry(predictor.feature_config, config.window)
     if isinstance(source, os.PathLike):

@@ -12,10 +12,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ser_udfs.audio.augment import AugmentConfig, augment_variants
-from ser_udfs.audio.decode import AudioInfo, AudioSource, decode_audio
+from ser_udfs.audio.decode import AudioInfo, AudioSource, decode_audio, read_info, stream_audio_blocks
 from ser_udfs.features.config import FeatureConfig
 from ser_udfs.features.compute import compute_features_batch
-from ser_udfs.audio.preprocess import condition_clip, to_mono_target_rate
+from ser_udfs.audio.preprocess import condition_clip, preprocess_streamed, to_mono_target_rate
+
+#: Files longer than this (by their header), without augmentation, are preprocessed streamed
+#: (:func:`~ser_udfs.audio.preprocess.preprocess_streamed`), so memory stays flat in file length.
+STREAMED_ABOVE_S = 60.0
+#: Length of the blocks the streamed path decodes.
+STREAM_BLOCK_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,15 +69,29 @@ def extract_file(
 ) -> tuple[AudioInfo, list[ClipFeatures]]:
     """Decode, preprocess and featurise one file (and its augmented copies).
 
+    Files longer than :data:`STREAMED_ABOVE_S` (given as a path or bytes, without augmentation)
+    are decoded in blocks, three times, and never held whole; their rows equal the whole-signal
+    path's to float32 rounding.
+
     Raises
     ------
     ser_udfs.errors.ClipError
         When the file cannot be used; the message says why.
     """
+    sample_rate = config.audio.target_sample_rate_hz
+    if options.augment_variants == 0 and isinstance(source, (str, bytes, bytearray, memoryview)):
+        header = read_info(source)
+        if header.duration_s > STREAMED_ABOVE_S:
+            block_frames = max(1, int(STREAM_BLOCK_S * header.sample_rate))
+            clip, frames = preprocess_streamed(
+                lambda: (block for block, _ in stream_audio_blocks(source, block_frames=block_frames)),
+                header.sample_rate, config.audio,
+            )
+            info = AudioInfo(header.sample_rate, header.channels, frames, header.subtype)
+            return info, _featurise([None], clip[None], config, options)
     decoded, info = decode_audio(source)
     mono = to_mono_target_rate(decoded, info.sample_rate, config.audio)
     del decoded
-    sample_rate = config.audio.target_sample_rate_hz
     variants: list[tuple[str | None, np.ndarray]] = [(None, mono)]
     if options.augment_variants > 0:
         variants += augment_variants(
@@ -82,13 +102,19 @@ def extract_file(
             seed=_variant_seed(options.augment_seed, clip_id),
         )
     clips = np.stack([condition_clip(wave, config.audio) for _, wave in variants])
-    features = compute_features_batch(clips, sample_rate, config)
-    results = [
+    return info, _featurise([tag for tag, _ in variants], clips, config, options)
+
+
+def _featurise(
+    tags: list[str | None], clips: np.ndarray, config: FeatureConfig, options: ExtractOptions
+) -> list[ClipFeatures]:
+    """The features of ``clips`` (float32 ``[len(tags), clip_samples]``), one per augmentation tag."""
+    features = compute_features_batch(clips, config.audio.target_sample_rate_hz, config)
+    return [
         ClipFeatures(
             augmentation=tag,
             features={name: values[index] for name, values in features.items()},
             waveform=clips[index] if options.keep_waveform else None,
         )
-        for index, (tag, _) in enumerate(variants)
+        for index, tag in enumerate(tags)
     ]
-    return info, results

@@ -30,7 +30,7 @@ from ser_udfs.errors import ClipError
 from ser_udfs.features.extract_file import ExtractOptions, clip_id_for, extract_file
 from ser_udfs.spark.faults import fault_point
 from ser_udfs.features.config import FeatureConfig
-from ser_udfs.spark.listing import local_path
+from ser_udfs.spark.listing import listing_clip_error, local_path
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ def _process_row(
             raw_label=info.raw_label, meta=info.meta,
         )
         if row.get("listing_error"):
-            raise ClipError("read", row["listing_error"])
+            raise listing_clip_error(row["listing_error"])
         source = row["content"] if row["content"] is not None else local_path(path)
         if source is None:
             raise ClipError("read", f"cannot open {path} from Python and Spark did not read it")

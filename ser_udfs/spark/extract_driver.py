@@ -2,7 +2,7 @@
 
 :func:`extraction_inputs` turns the job's inputs (folders, globs, URIs) and an optional labels
 manifest into rows of :data:`ser_udfs.spark.extract.INPUT_DDL`; :func:`extract_tables` runs the
-workers on them and puts ``features`` and ``errors`` in place in the output, written either by
+workers on them and writes ``features`` and ``errors`` into the run's staging folder, either by
 the Python workers themselves (local outputs in local mode) or by Spark's Parquet writer.
 """
 
@@ -64,12 +64,14 @@ class ReadSection:
     """``[read]`` of ``conf/features.toml``: how the workers get the bytes of each file.
 
     ``manifest_schemes`` lists URI schemes a manifest may use besides local paths and the
-    manifest's own file system (see :func:`ser_udfs.spark.path_checks.check_manifest_paths`).
+    manifest's own file system; ``manifest_roots``, when not empty, the folders every manifest
+    path must lie in (see :func:`ser_udfs.spark.path_checks.check_manifest_paths`).
     """
 
     mode: Literal["auto", "python", "spark"] = "auto"
     files_per_partition: int = 256
     manifest_schemes: tuple[str, ...] = ()
+    manifest_roots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.files_per_partition < 1:
@@ -177,7 +179,7 @@ def extraction_inputs(
         cremad_gender = _cremad_genders(spark, listed)
         frames.append(_name_labelled(audio_files(listed)))
     if manifest:
-        manifest_rows = _manifest_rows(spark, manifest, read.manifest_schemes)
+        manifest_rows = _manifest_rows(spark, manifest, read)
         if frames:
             frames[0] = frames[0].join(manifest_rows.select("path"), "path", "left_anti")
         frames.append(manifest_rows)
@@ -190,45 +192,52 @@ def partitions_for(files: int, *, cores: int, files_per_partition: int) -> int:
     return cores * -(-files // (cores * files_per_partition))
 
 
-def extract_tables(
-    inputs: ExtractionInputs,
-    config: ExtractJobConfig,
-    *,
-    output: OutputDir,
-    staging: str,
-    partitions: int,
-) -> tuple[ExtractionCounts, str]:
-    """Extract every input row into ``staging`` and move ``features`` and ``errors`` into ``output``.
+def choose_writer(spark: SparkSession, output_uri: str, requested: Literal["auto", "python", "spark"]) -> str:
+    """Who writes the Parquet files (``output.writer``): ``"python"`` or ``"spark"``.
 
-    Returns
-    -------
-    counts
-        What the workers wrote.
-    writer
-        ``"python"`` or ``"spark"``: who wrote the Parquet files (``output.writer``).
+    The Python workers can write the driver's local folder only when they run beside it
+    (a local output in local mode); ``python`` is refused otherwise, before anything is written.
     """
-    spark = output.spark
-    # Workers can write the driver's local folder only when they run beside it (local mode).
-    local_staging = local_path(staging) if spark.sparkContext.master.startswith("local") else None
-    writer = config.output.writer
-    if writer == "python" and local_staging is None:
+    python_possible = local_path(output_uri) is not None and spark.sparkContext.master.startswith("local")
+    if requested == "python" and not python_possible:
         raise UserError(
-            f"output.writer=python needs a local output folder and a local master, not {output.uri} "
+            f"output.writer=python needs a local output folder and a local master, not {output_uri} "
             f"on {spark.sparkContext.master}; use output.writer=auto"
         )
-    python_writes = writer == "python" or (writer == "auto" and local_staging is not None)
+    return "python" if requested == "python" or (requested == "auto" and python_possible) else "spark"
+
+
+def extract_tables(
+    inputs: ExtractionInputs, config: ExtractJobConfig, *, staging: str, writer: str, partitions: int
+) -> ExtractionCounts:
+    """Extract every input row into ``features`` and ``errors`` inside ``staging``.
+
+    ``writer`` comes from :func:`choose_writer`. The counts are read from the staged tables,
+    the files that will be moved into place; with the Python writer they must also match the
+    rows the successful tasks reported, or files were lost.
+    """
     rows = inputs.rows.repartition(partitions)
-    if python_writes:
-        counts = _extract_python_writer(rows, config, inputs.cremad_gender, local_staging)
+    if writer == "python":
+        reported = _extract_python_writer(rows, config, inputs.cremad_gender, local_path(staging))
     else:
-        counts = _extract_spark_writer(rows, config, inputs.cremad_gender, staging)
+        _extract_spark_writer(rows, config, inputs.cremad_gender, staging)
+    counts = _count_staged(inputs.rows.sparkSession, staging)
+    if writer == "python" and counts != reported:
+        raise RuntimeError(
+            f"the staged tables in {staging} hold {counts} but the tasks wrote {reported}: files were lost; rerun the job"
+        )
+    return counts
+
+
+def _count_staged(spark: SparkSession, staging: str) -> ExtractionCounts:
+    """Feature rows, clips (rows without augmentation) and errors of the tables in ``staging``."""
     staged = OutputDir(spark, staging)
-    for table in TABLES:
-        if staged.exists(table):
-            output.move_into_place(staged.child(table), table)
-        else:
-            output.delete(table)
-    return counts, "python" if python_writes else "spark"
+    if staged.exists("features"):
+        features = spark.read.parquet(staged.child("features"))
+        feature_rows, clips = features.count(), features.where(F.col("augmentation").isNull()).count()
+    else:
+        feature_rows = clips = 0
+    return ExtractionCounts(feature_rows, clips, spark.read.parquet(staged.child("errors")).count())
 
 
 def _name_labelled(listed: DataFrame) -> DataFrame:
@@ -243,8 +252,12 @@ def _name_labelled(listed: DataFrame) -> DataFrame:
     )
 
 
-def _manifest_rows(spark: SparkSession, manifest: str, extra_schemes: Sequence[str]) -> DataFrame:
-    """The user's manifest as input rows, labelled by the manifest."""
+def _manifest_rows(spark: SparkSession, manifest: str, read: ReadSection) -> DataFrame:
+    """The user's manifest as input rows, labelled by the manifest, each file spelled as the listing spells it.
+
+    Refuses (:class:`UserError`) a manifest that lists a file twice, or a path on a scheme or
+    outside the roots that ``read`` does not allow.
+    """
     try:
         text = "\n".join(row.value for row in spark.read.text(manifest).collect())
     except Exception as exc:  # AnalysisException and Hadoop I/O errors
@@ -255,7 +268,10 @@ def _manifest_rows(spark: SparkSession, manifest: str, extra_schemes: Sequence[s
         entries = parse_manifest(text, base=base)
     except ValueError as exc:
         raise UserError(f"manifest {manifest}: {exc}") from None
-    check_manifest_paths([entry.path for entry in entries], manifest=manifest, extra_schemes=extra_schemes)
+    check_manifest_paths(
+        [entry.path for entry in entries], manifest=manifest, extra_schemes=read.manifest_schemes,
+        roots=read.manifest_roots,
+    )
     rows = [
         (
             local_uri(entry.path) if local_path(entry.path) is not None else entry.path,
@@ -279,8 +295,8 @@ def _cremad_genders(spark: SparkSession, listed: DataFrame) -> dict[str, str]:
 def _extract_python_writer(
     inputs: DataFrame, config: ExtractJobConfig, cremad_gender: dict[str, str], staging_dir: str
 ) -> ExtractionCounts:
-    """Workers write ``features``/``errors`` into the local staging folder; the counts come from
-    the receipts of the successful task attempts."""
+    """Workers write ``features``/``errors`` into the local staging folder; returns what the
+    receipts of the successful task attempts report."""
     arrow_schema = to_arrow_schema(StructType.fromDDL(OUTPUT_DDL))
     extract = make_extract_write_fn(
         config.features, config.options, arrow_schema, staging_dir=staging_dir,
@@ -303,9 +319,8 @@ def _extract_python_writer(
 
 def _extract_spark_writer(
     inputs: DataFrame, config: ExtractJobConfig, cremad_gender: dict[str, str], staging: str
-) -> ExtractionCounts:
-    """Spark writes the rows to ``staging/features`` and ``staging/errors`` (any file system); the
-    counts are read back from the files."""
+) -> None:
+    """Spark writes the rows to ``staging/features`` and ``staging/errors`` (any file system)."""
     spark = inputs.sparkSession
     output_schema = StructType.fromDDL(OUTPUT_DDL)
     extract = make_extract_fn(
@@ -329,9 +344,3 @@ def _extract_spark_writer(
     errors.coalesce(1).write.mode("overwrite").option("compression", config.output.compression).parquet(
         staged.child("errors")
     )
-    if staged.exists("features"):
-        features = spark.read.parquet(staged.child("features"))
-        feature_rows, clips = features.count(), features.where(F.col("augmentation").isNull()).count()
-    else:
-        feature_rows = clips = 0
-    return ExtractionCounts(feature_rows, clips, spark.read.parquet(staged.child("errors")).count())

@@ -31,7 +31,7 @@ from ser_udfs.calls.stream import (
 from ser_udfs.errors import ClipError, UserError
 from ser_udfs.features.extract_file import clip_id_for
 from ser_udfs.spark.faults import fault_point
-from ser_udfs.spark.listing import local_path
+from ser_udfs.spark.listing import listing_clip_error, local_path
 from ser_udfs.spark.model_cache import cached_model
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def _rows_for_file(
     error = {"path": path, "call_id": clip_id_for(path), "model_id": model_id, "table_kind": "errors"}
     try:
         if listing_error:
-            raise ClipError("read", listing_error)
+            raise listing_clip_error(listing_error)
         source = open_source(path, content, read_mode)
         try:
             return call_rows(path, source, predictor, config, channels, model_id)

@@ -4,7 +4,8 @@ Layout::
 
     BUNDLE/config.json          model kind, labels, taxonomy, inputs, architecture, the exact
                                 feature config and its version, training data summary, split,
-                                seed, hyper-parameters, library versions, weight digests
+                                seed, hyper-parameters, library versions, weight digests, the
+                                digest of the labels and taxonomy (``labels_sha256``)
     BUNDLE/model.safetensors    weights (CNN state dict, an ensemble's members under ``members.K.``;
                                 logreg scaler mean/scale, coef, intercept; a transformer's
                                 Hugging Face tensors, prefixed ``encoder.``/``head.`` for embedding models)
@@ -15,7 +16,8 @@ Layout::
                                 Face's own format, for people and tools (loading reads config.json)
     BUNDLE/*.png                confusion matrix, training curves
 
-No pickle anywhere: weights are safetensors, everything else is JSON. ``config.json`` is
+No pickle anywhere: weights are safetensors, everything else is JSON (pickle files someone puts
+in a bundle folder are never opened: :func:`pickle_file_names` lists them for a warning). ``config.json`` is
 written last, so a bundle whose writing was interrupted is refused on loading. Loading needs
 only :func:`loading_file_names`: ``config.json`` and the ``*.safetensors`` files, which
 :func:`read_bundle_files` reads once into bytes; everything here parses those bytes, so a bundle
@@ -27,7 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import stat
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -48,6 +52,8 @@ STATS_MODEL_FILE = "stats_model.safetensors"
 HF_FILES_DIR = "encoder"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE)
 WEIGHTS_SUFFIX = ".safetensors"
+#: Endings of pickle files (Python, joblib, torch): never loaded; loading names them in a warning.
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth")
 VERSIONED_LIBRARIES = (
     "numpy", "pandas", "scikit-learn", "torch", "safetensors", "pyarrow", "audiomentations", "transformers",
 )
@@ -68,8 +74,18 @@ def loading_file_names(path: Path) -> list[str]:
 
 
 def missing_required_files(path: Path) -> list[str]:
-    """Names of :data:`REQUIRED_FILES` that ``path`` lacks."""
-    return [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    """Names of :data:`REQUIRED_FILES` that ``path`` lacks (one there but not a regular file is
+    refused when read, by :func:`read_bundle_files`)."""
+    return [name for name in REQUIRED_FILES if not os.path.lexists(path / name)]
+
+
+def pickle_file_names(path: Path) -> list[str]:
+    """Bundle-relative names (POSIX) of the files under ``path`` that end like pickles, sorted.
+
+    Loading never opens them (weights are safetensors, everything else JSON).
+    """
+    found = (item for item in path.rglob("*") if item.name.lower().endswith(PICKLE_SUFFIXES))
+    return sorted(item.relative_to(path).as_posix() for item in found)
 
 
 def read_bundle_files(path: Path) -> dict[str, bytes]:
@@ -83,9 +99,15 @@ def read_weight_files(path: Path) -> dict[str, bytes]:
 
 
 def _read_files(path: Path, names: list[str]) -> dict[str, bytes]:
+    """The bytes of ``names`` under ``path``; only regular files are opened (a FIFO would block)."""
     files = {}
     for name in names:
         try:
+            if not stat.S_ISREG(os.stat(path / name).st_mode):
+                raise UserError(
+                    f"model bundle {path}: {name} is not a regular file (a FIFO, socket, device or folder); "
+                    "remove it, or train the bundle again"
+                )
             files[name] = (path / name).read_bytes()
         except OSError as exc:
             raise UserError(f"cannot read {path / name} ({exc}); the bundle is damaged, train it again") from None
@@ -95,6 +117,16 @@ def _read_files(path: Path, names: list[str]) -> dict[str, bytes]:
 def weight_digests(files: Mapping[str, bytes]) -> dict[str, str]:
     """SHA-256 (hex) of each ``*.safetensors`` entry of ``files``, by name, sorted by name."""
     return {name: hashlib.sha256(files[name]).hexdigest() for name in sorted(files) if name.endswith(WEIGHTS_SUFFIX)}
+
+
+def labels_digest(labels: list[str], taxonomy: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a bundle's label list and taxonomy (``config.json``'s ``labels_sha256``).
+
+    ``taxonomy`` is :meth:`training.taxonomy.Taxonomy.to_dict`'s form; the digest covers the
+    names and order of the model's output columns, which no tensor check can see.
+    """
+    canonical = json.dumps({"labels": list(labels), "taxonomy": taxonomy}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -158,19 +190,40 @@ def read_numpy_tensors(files: Mapping[str, bytes], name: str, *, where: str | Pa
     from safetensors.numpy import load
 
     try:
-        return load(files[name])
+        tensors = load(files[name])
     except Exception as exc:  # safetensors raises its own error types for a corrupt file
         raise UserError(f"model bundle {where}: cannot read {name} ({exc})") from None
+    _check_finite(
+        [key for key, array in tensors.items() if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all()],
+        name, where=where,
+    )
+    return tensors
 
 
 def read_torch_tensors(files: Mapping[str, bytes], name: str = WEIGHTS_FILE, *, where: str | Path) -> dict[str, "torch.Tensor"]:
     """The tensors (on the CPU) of the safetensors file ``name`` of a bundle's ``files``."""
     from safetensors.torch import load
 
+    import torch
+
     try:
-        return load(files[name])
+        tensors = load(files[name])
     except Exception as exc:  # safetensors raises its own error types for a corrupt file
         raise UserError(f"model bundle {where}: cannot read {name} ({exc})") from None
+    _check_finite(
+        [key for key, tensor in tensors.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())],
+        name, where=where,
+    )
+    return tensors
+
+
+def _check_finite(non_finite: list[str], file_name: str, *, where: str | Path) -> None:
+    """Refuse weights holding NaN or infinity (``non_finite``: the names of such tensors)."""
+    if non_finite:
+        raise UserError(
+            f"model bundle {where}: {file_name} holds NaN or infinite values in {', '.join(sorted(non_finite)[:5])}; "
+            "the weights are broken (a diverged training run or a damaged file), train the bundle again"
+        )
 
 
 def check_tensor_shapes(

@@ -5,8 +5,9 @@ kinds: :data:`MODEL_LOADERS` maps each ``model_kind`` of ``config.json`` to the 
 rebuilds its model from the bundle's files.
 
 :func:`load_bundle` verifies a bundle folder (files present, known model kind, feature config
-consistent with its version, tensor names and shapes matching the architecture, weights matching
-their recorded digests) and returns a :class:`Bundle` whose :meth:`Bundle.predict_proba` takes
+consistent with its version, labels those of its taxonomy in its order and matching their
+digest, tensor names and shapes matching the architecture, weights finite and matching their
+recorded digests) and returns a :class:`Bundle` whose :meth:`Bundle.predict_proba` takes
 feature arrays as the project's feature code computes them, so scoring can feed fresh features
 without Spark. :attr:`Bundle.files` holds the bytes that loading read; a Spark worker rebuilds
 the same bundle from them with :func:`load_bundle_from_files`, without a folder and without
@@ -35,9 +36,11 @@ from training.bundle.format import (
     STATS_MODEL_FILE,
     WEIGHTS_FILE,
     check_tensor_shapes,
+    labels_digest,
     library_versions,
     missing_required_files,
     parse_json,
+    pickle_file_names,
     read_bundle_files,
     read_numpy_tensors,
     read_torch_tensors,
@@ -243,6 +246,7 @@ def save_bundle(
         "bundle_format": BUNDLE_FORMAT,
         "labels": list(labels),
         "taxonomy": taxonomy.to_dict(),
+        "labels_sha256": labels_digest(list(labels), taxonomy.to_dict()),
         "feature_config": feature_config.to_dict(),
         "feature_config_version": feature_config.version(),
     }
@@ -286,10 +290,15 @@ def load_bundle(path: str | Path) -> Bundle:
     Raises
     ------
     UserError
-        For a missing directory or file, unreadable JSON, an unknown bundle format or model
-        kind, a feature config that does not match its recorded version, or weights whose
-        names or shapes do not fit the recorded architecture, or weights changed since training
+        For a missing directory or file, a bundle file that is not a regular file, unreadable
+        JSON, an unknown bundle format or model kind, a feature config that does not match its
+        recorded version, labels that are not its taxonomy's (in taxonomy order) or do not match
+        their digest (``labels_sha256``), weights holding NaN or infinity, weights whose names or
+        shapes do not fit the recorded architecture, or weights changed since training
         (``weights_sha256`` in ``config.json``).
+
+    A bundle without ``labels_sha256`` (written before it existed) loads with a warning; pickle
+    files in the folder are never opened, and named in a warning.
     """
     path = Path(path)
     if not path.is_dir():
@@ -303,6 +312,19 @@ def load_bundle(path: str | Path) -> Bundle:
         raise UserError(
             f"model bundle {path}: its *.safetensors files do not match the checksums in {CONFIG_FILE} "
             "(changed, added or removed after training); train it again"
+        )
+    if "labels_sha256" not in bundle.config:
+        logger.warning(
+            "model bundle %s has no labels digest (written before labels_sha256 existed): its labels %s were "
+            "checked against its taxonomy only; train it again to have them covered by a digest",
+            path, list(bundle.labels),
+        )
+    pickles = pickle_file_names(path)
+    if pickles:
+        logger.warning(
+            "model bundle %s: ignoring %s: pickle files are never loaded (a bundle's model is its "
+            "*.safetensors and config.json); delete them if they are not yours",
+            path, ", ".join(pickles),
         )
     return bundle
 
@@ -341,9 +363,10 @@ def _build_bundle(files: Mapping[str, bytes], *, where: Path, config_where: str 
         raise UserError(f"model bundle {where}: 'labels' in {CONFIG_FILE} must list at least two label names")
     try:
         feature_config = FeatureConfig.from_dict(config.get("feature_config") or {})
-        Taxonomy.from_dict(config.get("taxonomy") or {})
+        taxonomy = Taxonomy.from_dict(config.get("taxonomy") or {})
     except UserError as exc:
         raise UserError(f"model bundle {where}: {exc}") from None
+    _check_labels(labels, taxonomy, config, where=where)
     if feature_config.version() != config.get("feature_config_version"):
         raise UserError(
             f"model bundle {where}: its feature config hashes to {feature_config.version()}, not the recorded "
@@ -353,6 +376,32 @@ def _build_bundle(files: Mapping[str, bytes], *, where: Path, config_where: str 
     if config.get("stats_normalisation", "global") not in STATS_NORMALISATIONS:
         raise UserError(f"model bundle {where}: unknown stats_normalisation {config.get('stats_normalisation')!r}")
     return Bundle(where, config, model, stats_model, files=files)
+
+
+def _check_labels(labels: list[str], taxonomy: Taxonomy, config: Mapping[str, Any], *, where: Path) -> None:
+    """Refuse labels that are not the taxonomy's, in its order, or that differ from their digest.
+
+    Training writes the taxonomy's labels that had rows, in taxonomy order (the model's output
+    columns); ``labels_sha256`` (absent in bundles written before it existed) covers both lists.
+    """
+    foreign = [label for label in labels if label not in taxonomy.labels]
+    if foreign:
+        raise UserError(
+            f"model bundle {where}: label {foreign[0]!r} is not a label of its taxonomy {taxonomy.name!r} "
+            f"{list(taxonomy.labels)}; {CONFIG_FILE} was edited, train the bundle again"
+        )
+    in_order = [label for label in taxonomy.labels if label in labels]
+    if labels != in_order:
+        raise UserError(
+            f"model bundle {where}: labels {labels} are not in the order of its taxonomy {taxonomy.name!r} "
+            f"({in_order}), which is the order of the model's outputs; {CONFIG_FILE} was edited, train the bundle again"
+        )
+    recorded = config.get("labels_sha256")
+    if recorded is not None and recorded != labels_digest(labels, config["taxonomy"]):
+        raise UserError(
+            f"model bundle {where}: its labels or taxonomy were edited after training (they do not match "
+            f"labels_sha256 in {CONFIG_FILE}); train the bundle again"
+        )
 
 
 def _load_logreg(
