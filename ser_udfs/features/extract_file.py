@@ -7,6 +7,7 @@ call :func:`extract_file` on each file.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,9 @@ from ser_udfs.audio.preprocess import condition_clip, preprocess_streamed, to_mo
 STREAMED_ABOVE_S = 60.0
 #: Length of the blocks the streamed path decodes.
 STREAM_BLOCK_S = 10.0
+#: Files smaller than this are decoded whole without reading their header first (a header read
+#: costs about a tenth of a short clip's work; a file this small decodes to a few tens of MB at most).
+STREAMED_ABOVE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def extract_file(
         When the file cannot be used; the message says why.
     """
     sample_rate = config.audio.target_sample_rate_hz
-    if options.augment_variants == 0 and isinstance(source, (str, bytes, bytearray, memoryview)):
+    if options.augment_variants == 0 and _encoded_size(source) > STREAMED_ABOVE_BYTES:
         header = read_info(source)
         if header.duration_s > STREAMED_ABOVE_S:
             block_frames = max(1, int(STREAM_BLOCK_S * header.sample_rate))
@@ -103,6 +107,19 @@ def extract_file(
         )
     clips = np.stack([condition_clip(wave, config.audio) for _, wave in variants])
     return info, _featurise([tag for tag, _ in variants], clips, config, options)
+
+
+def _encoded_size(source: AudioSource) -> int:
+    """Bytes of a file given as a path or as bytes; 0 for file objects and paths that cannot be stat'ed
+    (those are decoded whole, and a path that cannot be read fails there with its own message)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source)
+    if isinstance(source, str):
+        try:
+            return os.path.getsize(source)
+        except OSError:
+            return 0
+    return 0
 
 
 def _featurise(
