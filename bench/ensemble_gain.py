@@ -71,7 +71,7 @@ def _fold(config: TrainConfig, fold: int) -> dict:
     mapped, labels, _ = map_labels(_FRAME, taxonomy)
     data = kind.training_data(mapped, labels, _TABLE_CONFIG)
     split = make_splits(data.frame, config.split, seed=config.seed)[fold - 1]
-    model, _ = kind.fit(data, split.train_index, seed=config.seed + fold - 1, log_prefix=f"{split.name}: ", epochs=None)
+    model, _, _ = kind.fit(data, split.train_index, seed=config.seed + fold - 1, log_prefix=f"{split.name}: ", epochs=None)
     cnn = model.cnn if isinstance(model, FusedModel) else model
     result = {
         "members": [evaluate_split(kind, network, data, split)["metrics"]["ua"] for network in networks(cnn)],

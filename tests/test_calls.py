@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_udfs.audio.decode import decode_audio
+from ser_udfs.audio.decode import AudioInfo, decode_audio
 from ser_udfs.calls.stream import (
+    UNCERTAIN_LABEL,
+    CallScores,
     CallScoringConfig,
     ChannelScores,
     Segment,
+    SmoothingConfig,
     StreamConfig,
     SummaryConfig,
     WindowConfig,
@@ -237,7 +240,8 @@ def test_smoothing_averages_neighbouring_windows_only() -> None:
     np.testing.assert_array_equal(smooth_probabilities(starts, probabilities, 1000, 1), probabilities)
 
 
-def test_segments_tile_the_channel_and_follow_the_windows() -> None:
+def _three_window_channel() -> tuple[WindowGeometry, ChannelScores]:
+    """Channel "1" of a 10 s call at 10 Hz: speech 1-5.5 s and 8-9 s, three windows (angry, angry, sad)."""
     geometry = WindowGeometry(sample_rate=10, window_samples=30, hop_samples=15, min_speech_samples=5)
     channel = ChannelScores(
         name="1",
@@ -246,6 +250,11 @@ def test_segments_tile_the_channel_and_follow_the_windows() -> None:
         window_starts=np.array([0, 15, 30]),
         probabilities=np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8]], dtype=np.float32),
     )
+    return geometry, channel
+
+
+def test_segments_tile_the_channel_and_follow_the_windows() -> None:
+    geometry, channel = _three_window_channel()
     segments = channel_segments(channel, CALL_LABELS, geometry, smoothing=1)
     summary = [(s.start_s, s.end_s, s.speech, s.label) for s in segments]
     # pieces: [1,1.5) windows 0 → angry; [1.5,3) windows 0,1 → angry; [3,4.5) windows 1,2 → 0.5/0.5
@@ -262,6 +271,33 @@ def test_segments_tile_the_channel_and_follow_the_windows() -> None:
     expected = (0.5 * np.array([0.9, 0.1]) + 1.5 * np.array([0.85, 0.15]) + 1.5 * np.array([0.5, 0.5])) / 3.5
     np.testing.assert_allclose(angry.probabilities, expected, atol=1e-6)
     assert angry.confidence == pytest.approx(expected[0])
+
+
+def test_low_confidence_speech_is_uncertain_and_left_out_of_the_shares() -> None:
+    geometry, channel = _three_window_channel()
+    scores = CallScores(AudioInfo(10, 1, 100, "PCM_16"), geometry, CALL_LABELS, [channel])
+
+    def timeline(min_confidence: float):
+        config = CallScoringConfig(smoothing=SmoothingConfig(windows=1), summary=SummaryConfig(min_confidence=min_confidence))
+        return call_timeline(scores, config)
+
+    # pieces (as in the test above): [1,1.5) top 0.9, [1.5,3) 0.85, [3,4.5) 0.5, [4.5,5.5) 0.8
+    segments, summary = timeline(0.7)
+    assert [(s.start_s, s.end_s, s.label) for s in segments if s.speech] == [
+        (1.0, 3.0, "angry"), (3.0, 4.5, UNCERTAIN_LABEL), (4.5, 5.5, "sad"), (8.0, 9.0, None),
+    ]
+    uncertain = segments[2]
+    assert uncertain.confidence == pytest.approx(0.5) and uncertain.probabilities is not None
+    assert summary.uncertain_s == pytest.approx(1.5)
+    assert summary.emotion_share == pytest.approx({"angry": 2.0 / 3.0, "sad": 1.0 / 3.0})
+    assert summary.dominant_emotion == "angry"
+
+    segments, summary = timeline(0.0)  # the default: off
+    assert UNCERTAIN_LABEL not in {s.label for s in segments}
+    assert summary.uncertain_s == 0.0
+    assert summary.emotion_share == pytest.approx({"angry": 3.5 / 4.5, "sad": 1.0 / 4.5})
+    with pytest.raises(ValueError, match="min_confidence"):
+        SummaryConfig(min_confidence=1.5)
 
 
 def test_negative_stretches_join_short_pauses_and_rank_by_confidence() -> None:

@@ -80,6 +80,7 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
     assert (stereo["channels"], stereo["sample_rate"], stereo["encoding"]) == (2, 8000, "ULAW")
     assert stereo["duration_s"] == pytest.approx(18.0)
     assert stereo["status"] == "ok" and stereo["dominant_emotion"] in CALL_LABELS
+    assert stereo["uncertain_s"] == 0.0  # summary.min_confidence is off by default
     assert calls.loc[local_uri(str(calls_dir / "silent.wav")), "status"] == "no_speech"
     assert list(segments.columns) == [
         "call_id", "path", "channel", "start_s", "end_s", "speech", "label", "confidence",

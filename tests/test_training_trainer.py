@@ -15,6 +15,7 @@ from ser_udfs.errors import UserError
 from ser_udfs.features.config import FeatureConfig, MelConfig
 from training.bundle.format import CONFIG_FILE, METRICS_FILE, STATS_MODEL_FILE, WEIGHTS_FILE
 from training.bundle.load import load_bundle, load_bundle_from_files
+from training.calibration import apply_temperature
 from training.models.cnn import CnnConfig
 from training.models.cnn import predict_proba as cnn_predict_proba
 from training.data import feature_batch
@@ -23,7 +24,7 @@ from training.models.fusion import fuse_probabilities
 from training.models.logreg import LogregConfig
 from training.speaker_norm import speaker_standardise
 from training.splits import SplitConfig, speaker_keys
-from training.protocol import CONFUSION_PLOT, CURVES_PLOT, TrainConfig, train_from_frame
+from training.protocol import CONFUSION_PLOT, CURVES_PLOT, RELIABILITY_PLOT, TrainConfig, train_from_frame
 
 torch.set_num_threads(1)
 
@@ -72,7 +73,7 @@ def frame() -> pd.DataFrame:
 
 def test_logreg_holdout_bundle_round_trip(frame: pd.DataFrame, tmp_path: Path) -> None:
     result = train_from_frame(frame, basic4("logreg"), feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path)
-    for name in (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, CONFUSION_PLOT):
+    for name in (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, CONFUSION_PLOT, RELIABILITY_PLOT):
         assert (tmp_path / name).is_file()
     assert result["labels"] == list(LABELS)
     assert result["metrics"]["ua"] > 0.9  # the synthetic classes are easy
@@ -80,8 +81,21 @@ def test_logreg_holdout_bundle_round_trip(frame: pd.DataFrame, tmp_path: Path) -
     assert config["model_kind"] == "logreg"
     assert config["feature_config"] == FEATURE_CONFIG.to_dict()
     assert config["training"]["data"]["taxonomy_report"]["dropped"] == {"calm": 36}
-    assert "speaker-independent" in json.loads((tmp_path / METRICS_FILE).read_text())["split"]["description"]
+    metrics = json.loads((tmp_path / METRICS_FILE).read_text())
+    assert "speaker-independent" in metrics["split"]["description"]
+    # the holdout's temperature, fitted on speakers held out of its training side, is the bundle's
+    holdout = metrics["holdout"]["calibration"]
+    assert holdout["held_out_clips"] > 0 and set(holdout["before"]) == set(holdout["after"]) == {"ece", "brier"}
+    assert config["calibration"] == metrics["calibration"]["bundle"]
+    assert config["calibration"]["temperature"] == pytest.approx(holdout["temperature"])
+    pooled = metrics["calibration"]["pooled"]
+    assert pooled["after"]["ece"] == pytest.approx(holdout["after"]["ece"])
+    assert sum(pooled["before"]["bins"]["count"]) == metrics["pooled"]["n"]
     bundle = load_bundle(tmp_path)
+    assert bundle.temperature == config["calibration"]["temperature"]
+    np.testing.assert_allclose(bundle.predict_proba(feature_batch(frame, ["stats"])),
+                               apply_temperature(bundle.model.predict_proba(feature_batch(frame, ["stats"])["stats"]),
+                                                 bundle.temperature), atol=1e-6)
     probabilities = bundle.predict_proba(feature_batch(frame, ["stats"]))
     assert probabilities.shape == (len(frame), 4)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
@@ -100,7 +114,16 @@ def test_cnn_kfold_bundle_round_trip_and_evaluation(frame: pd.DataFrame, tmp_pat
     metrics = json.loads((tmp_path / "bundle" / METRICS_FILE).read_text())
     assert [fold["name"] for fold in metrics["folds"]] == ["fold 1/3", "fold 2/3", "fold 3/3"]
     assert "refit on all" in metrics["final_model"]
-    assert (tmp_path / "bundle" / CURVES_PLOT).is_file()
+    assert (tmp_path / "bundle" / CURVES_PLOT).is_file() and (tmp_path / "bundle" / RELIABILITY_PLOT).is_file()
+    calibration = metrics["calibration"]
+    assert [fold["calibration"]["held_out_clips"] > 0 for fold in metrics["folds"]] == [True] * 3
+    assert calibration["summary"]["after"]["ece"]["values"] == [
+        fold["calibration"]["after"]["ece"] for fold in metrics["folds"]
+    ]
+    assert set(calibration["pooled"]) == {"before", "after"} and len(calibration["pooled"]["after"]["bins"]["count"]) == 15
+    # the refit holds no speakers out: its temperature comes from the folds' held-out speakers
+    assert "folds" in calibration["bundle"]["fitted_on"]
+    assert calibration["bundle"]["fitted_on_clips"] == sum(fold["calibration"]["held_out_clips"] for fold in metrics["folds"])
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.inputs == ("log_mel", "mfcc")
     batch = feature_batch(frame.iloc[:10], ["log_mel", "mfcc", "stats"])
@@ -128,7 +151,8 @@ def test_cnn_ensemble_trains_each_member_and_round_trips(frame: pd.DataFrame, tm
     batch = feature_batch(frame.iloc[:12], ["log_mel"])
     first, second = (cnn_predict_proba(member, batch["log_mel"]) for member in bundle.model.members)
     assert np.abs(first - second).max() > 1e-4
-    np.testing.assert_allclose(bundle.predict_proba(batch), (first + second) / 2, atol=1e-6)
+    np.testing.assert_allclose(bundle.predict_proba(batch), apply_temperature((first + second) / 2, bundle.temperature),
+                               atol=1e-6)
     np.testing.assert_array_equal(bundle.predict_proba(batch), load_bundle(tmp_path).predict_proba(batch))
 
 
@@ -148,8 +172,9 @@ def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFra
     fused = bundle.predict_proba(batch, groups)
     cnn_alone = cnn_predict_proba(bundle.model, batch["log_mel"])
     stats_alone = bundle.stats_model.predict_proba(speaker_standardise(batch["stats"], groups))
-    np.testing.assert_allclose(fused, fuse_probabilities(cnn_alone, stats_alone, 0.4), atol=1e-6)
-    assert np.abs(fused - cnn_alone).max() > 1e-2
+    fused_model = fuse_probabilities(cnn_alone, stats_alone, 0.4)
+    np.testing.assert_allclose(fused, apply_temperature(fused_model, bundle.temperature), atol=1e-6)
+    assert np.abs(fused_model - cnn_alone).max() > 1e-2
     np.testing.assert_array_equal(fused, load_bundle(path).predict_proba(batch, groups))
     assert sorted(bundle.files) == [CONFIG_FILE, WEIGHTS_FILE, STATS_MODEL_FILE]
     np.testing.assert_array_equal(fused, load_bundle_from_files(bundle.files, source=str(path)).predict_proba(batch, groups))
@@ -251,6 +276,32 @@ def test_incomplete_or_tampered_bundles_are_refused(logreg_bundle: Path, tmp_pat
 
     with pytest.raises(UserError, match="does not exist"):
         load_bundle(tmp_path / "nowhere")
+
+
+def test_bundle_with_tampered_or_missing_calibration_is_refused(logreg_bundle: Path, tmp_path: Path) -> None:
+    calibration = json.loads((logreg_bundle / CONFIG_FILE).read_text())["calibration"]
+
+    tampered = _copy(logreg_bundle, tmp_path / "tampered")
+    _edit_config(tampered, calibration={**calibration, "temperature": calibration["temperature"] * 2})
+    with pytest.raises(UserError, match="calibration was edited after training"):
+        load_bundle(tampered)
+
+    missing = _copy(logreg_bundle, tmp_path / "missing")
+    config = json.loads((missing / CONFIG_FILE).read_text())
+    del config["calibration"]
+    (missing / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(UserError, match="calibration_sha256 but no calibration"):
+        load_bundle(missing)
+
+    # a bundle from before calibration (neither entry) loads, and predicts the model's own probabilities
+    older = _copy(logreg_bundle, tmp_path / "older")
+    config = json.loads((older / CONFIG_FILE).read_text())
+    del config["calibration"], config["calibration_sha256"]
+    (older / CONFIG_FILE).write_text(json.dumps(config))
+    bundle = load_bundle(older)
+    stats = np.random.default_rng(0).normal(0, 1, (5, N_STATS)).astype(np.float32)
+    assert bundle.temperature is None
+    np.testing.assert_array_equal(bundle.predict_proba({"stats": stats}), bundle.model.predict_proba(stats))
 
 
 def test_cnn_bundle_with_wrong_tensor_shape_is_refused(frame: pd.DataFrame, tmp_path: Path) -> None:

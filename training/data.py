@@ -68,7 +68,8 @@ class TrainingData:
     def early_stopping_rows(
         self, rows: np.ndarray, *, method: str, fraction: float, seed: int, log_prefix: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Split training ``rows`` into rows to fit and original clips of held-out speakers to early-stop on.
+        """Split training ``rows`` into rows to fit and original clips of held-out speakers to early-stop on
+        (and to fit the temperature on, :mod:`training.calibration`; logreg holds them out for that alone).
 
         Parameters
         ----------
@@ -87,26 +88,27 @@ class TrainingData:
         inner = holdout_split(self.frame.iloc[rows], method, test_fraction=fraction, seed=seed)
         train, validation = rows[inner.train_index], rows[inner.test_index]
         validation = validation[self.is_original[validation]]
-        logger.info("%strain on %d rows, early-stop on %d original clips of held-out %s", log_prefix, len(train),
+        logger.info("%strain on %d rows, hold out %d original clips of held-out %s", log_prefix, len(train),
                     len(validation), "speakers" if method == "speaker" else "clips")
         return train, validation
 
     def fit_rows(
         self, rows: np.ndarray, *, epochs: int | None, method: str, fraction: float, seed: int, log_prefix: str
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-        """The rows a torch model trains on, and the data it early-stops on (none when ``epochs`` is fixed).
+    ) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+        """The rows a torch model trains on, and the held-out clips it early-stops on (none when ``epochs`` is fixed).
 
         Returns
         -------
-        (train, validation)
-            ``train``: indices into this data; ``validation``: ``(inputs, targets)`` of
-            :meth:`early_stopping_rows`' held-out clips, or ``None`` when ``epochs`` is given.
+        (train, held_out, validation)
+            ``train``: indices into this data; ``held_out``: indices of :meth:`early_stopping_rows`'
+            held-out clips (which temperature scaling is then fitted on, :mod:`training.calibration`),
+            ``validation``: their ``(inputs, targets)``; both ``None`` when ``epochs`` is given.
         """
         if epochs is not None:
-            return rows, None
+            return rows, None, None
         train, held_out = self.early_stopping_rows(rows, method=method, fraction=fraction, seed=seed,
                                                    log_prefix=log_prefix)
-        return train, (self.inputs[held_out], self.targets[held_out])
+        return train, held_out, (self.inputs[held_out], self.targets[held_out])
 
 
 def feature_batch(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, np.ndarray]:

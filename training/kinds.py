@@ -5,10 +5,14 @@ bundle); each class here supplies the pieces that differ, and nothing else:
 
 - ``training_data(frame, labels, table_config)``: the taxonomy-mapped rows with the kind's
   inputs (:class:`training.data.TrainingData`); called once, before the folds.
-- ``fit(data, rows, seed=, log_prefix=, epochs=)``: a model fitted on ``rows`` and the training
-  history of each network it trained (named by ensemble member, ``""`` for one network).
-  With ``epochs=None`` the torch kinds early-stop on speakers held out of ``rows``; a refit
-  after cross-validation passes the folds' median best epoch instead.
+- ``fit(data, rows, seed=, log_prefix=, epochs=)``: a model fitted on ``rows``, the training
+  history of each network it trained (named by ensemble member, ``""`` for one network), and
+  its probabilities on speakers held out of ``rows`` (:class:`training.calibration.HeldOut`,
+  which temperature scaling is fitted on), or ``None``. With ``epochs=None`` the torch kinds
+  early-stop on speakers held out of ``rows`` and return their probabilities; a refit after
+  cross-validation passes the folds' median best epoch instead and holds out nothing. Logreg
+  has no early stopping: it holds out ``logreg.calibration_fraction`` of the speakers for a
+  second fit used only to predict them, and keeps the fit on all ``rows``.
 - ``predict(model, data, rows)``: class probabilities ``[len(rows), n_labels]``.
 - ``bundle_model(model)``: what :func:`training.bundle.load.save_bundle` writes.
 - ``training_facts()``: extra entries of the bundle's ``training`` record, known after the fits.
@@ -29,6 +33,7 @@ import pandas as pd
 from ser_udfs.encoders.loading import PretrainedSource, load_encoder, load_feature_extractor
 from ser_udfs.encoders.torch_runtime import resolve_device, resolve_precision
 from ser_udfs.features.config import FeatureConfig
+from training.calibration import HeldOut
 from training.data import WAVEFORM_INPUT, TrainingData, feature_batch, label_indices, stats_inputs, table_waveforms
 from training.fitting import TrainingHistory
 from training.models.cnn import CnnArchitecture, CnnConfig, CnnEnsemble, CnnModel, build_model, member_seed, model_input, train_model
@@ -48,6 +53,7 @@ from training.models.hf_classifier import load_classifier
 from training.models.logreg import LogregConfig, LogregModel, fit_logreg
 from training.models.wav2vec2 import FinetuneConfig, Wav2Vec2Classifier, fine_tune
 from training.speaker_norm import StatsNormalisation
+from training.splits import group_keys
 from training.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -56,11 +62,19 @@ logger = logging.getLogger(__name__)
 Histories = list[tuple[str, TrainingHistory]]
 
 
+def held_out_predictions(kind: Any, model: Any, data: TrainingData, rows: np.ndarray | None) -> HeldOut | None:
+    """``kind.predict`` of ``model`` on held-out ``rows`` with their targets, or ``None`` without rows."""
+    if rows is None or len(rows) == 0:
+        return None
+    return HeldOut(kind.predict(model, data, rows), data.targets[rows])
+
+
 class LogregKind:
     """``--model logreg``: a logistic regression on the stats vectors."""
 
-    def __init__(self, config: LogregConfig) -> None:
+    def __init__(self, config: LogregConfig, *, split_method: str) -> None:
         self.config = config
+        self.split_method = split_method
         self.stats_normalisation: StatsNormalisation = config.normalisation
 
     def training_data(self, frame: pd.DataFrame, labels: list[str], table_config: FeatureConfig) -> TrainingData:
@@ -68,10 +82,21 @@ class LogregKind:
         return TrainingData(frame, labels, stats_inputs(frame, self.config.normalisation), label_indices(frame, labels))
 
     def fit(self, data: TrainingData, rows: np.ndarray, *, seed: int, log_prefix: str,
-            epochs: int | None) -> tuple[LogregModel, Histories]:
-        """Fit on ``rows`` (no epochs, no early stopping)."""
+            epochs: int | None) -> tuple[LogregModel, Histories, HeldOut | None]:
+        """Fit on ``rows`` (no epochs, no early stopping), and a second fit without held-out speakers for calibration.
+
+        The model returned is fitted on all ``rows``, so its figures do not depend on calibration;
+        its held-out probabilities come from a fit on the other speakers, since a model cannot be
+        calibrated on clips it trained on (``None`` when ``rows`` hold a single speaker).
+        """
         model = fit_logreg(data.inputs[rows], data.targets[rows], n_classes=len(data.labels), config=self.config, seed=seed)
-        return model, []
+        if len(set(group_keys(data.frame.iloc[rows], self.split_method))) < 2:
+            return model, [], None
+        train, held_out = data.early_stopping_rows(rows, method=self.split_method, fraction=self.config.calibration_fraction,
+                                                   seed=seed, log_prefix=f"{log_prefix}calibration: ")
+        calibration_model = fit_logreg(data.inputs[train], data.targets[train], n_classes=len(data.labels),
+                                       config=self.config, seed=seed)
+        return model, [], held_out_predictions(self, calibration_model, data, held_out)
 
     def predict(self, model: LogregModel, data: TrainingData, rows: np.ndarray) -> np.ndarray:
         """Probabilities ``[len(rows), n_labels]``."""
@@ -116,9 +141,14 @@ class CnnKind:
         return TrainingData(frame, labels, inputs, label_indices(frame, labels), input_rows, stats)
 
     def fit(self, data: TrainingData, rows: np.ndarray, *, seed: int, log_prefix: str,
-            epochs: int | None) -> tuple[CnnModel | FusedModel, Histories]:
-        """Train the networks on ``rows`` (early-stopping on held-out speakers unless ``epochs`` is given)."""
-        train_rows, validation = data.fit_rows(rows, epochs=epochs, method=self.split_method,
+            epochs: int | None) -> tuple[CnnModel | FusedModel, Histories, HeldOut | None]:
+        """Train the networks on ``rows`` (early-stopping on held-out speakers unless ``epochs`` is given).
+
+        A fused stats model is fitted on all ``rows``; the held-out speakers' fused probabilities
+        come from a second stats model fitted without them, so that no part of the model that
+        predicts them for calibration has seen them.
+        """
+        train_rows, held_out, validation = data.fit_rows(rows, epochs=epochs, method=self.split_method,
                                                fraction=self.config.validation_fraction, seed=seed, log_prefix=log_prefix)
         n_members = self.config.ensemble
         members, histories = [], []
@@ -133,11 +163,17 @@ class CnnKind:
             architecture = CnnArchitecture.from_config(self.config, input_rows=data.input_rows, n_classes=len(data.labels))
             cnn = CnnEnsemble(architecture, members)
         if self.config.stats_fusion_weight == 0:
-            return cnn, histories
+            return cnn, histories, held_out_predictions(self, cnn, data, held_out)
         assert data.stats is not None
+        weight = self.config.stats_fusion_weight
         stats_model = fit_logreg(data.stats[rows], data.targets[rows], n_classes=len(data.labels),
                                  config=self.stats_config, seed=seed)
-        return FusedModel(cnn, stats_model, self.config.stats_fusion_weight), histories
+        if held_out is None:
+            return FusedModel(cnn, stats_model, weight), histories, None
+        calibration_stats = fit_logreg(data.stats[train_rows], data.targets[train_rows], n_classes=len(data.labels),
+                                       config=self.stats_config, seed=seed)
+        return (FusedModel(cnn, stats_model, weight), histories,
+                held_out_predictions(self, FusedModel(cnn, calibration_stats, weight), data, held_out))
 
     def _train_network(self, data: TrainingData, rows: np.ndarray, *, seed: int,
                        validation: tuple[np.ndarray, np.ndarray] | None, epochs: int | None,
@@ -193,7 +229,7 @@ class Wav2Vec2Kind:
         return TrainingData(frame, labels, table_waveforms(frame, table_config, extractor), label_indices(frame, labels))
 
     def fit(self, data: TrainingData, rows: np.ndarray, *, seed: int, log_prefix: str,
-            epochs: int | None) -> tuple[Wav2Vec2Classifier, Histories]:
+            epochs: int | None) -> tuple[Wav2Vec2Classifier, Histories, HeldOut | None]:
         """Load the checkpoint afresh (its head mapped onto our labels) and fine-tune it on ``rows``."""
         import torch
 
@@ -207,13 +243,14 @@ class Wav2Vec2Kind:
         )
         self.label_maps.append(label_map)
         model.to(self.device)
-        train, validation = data.fit_rows(rows, epochs=epochs, method=self.split_method,
-                                          fraction=settings.validation_fraction, seed=seed, log_prefix=log_prefix)
+        train, held_out, validation = data.fit_rows(rows, epochs=epochs, method=self.split_method,
+                                                    fraction=settings.validation_fraction, seed=seed,
+                                                    log_prefix=log_prefix)
         history = fine_tune(model, extractor, data.inputs[train], data.targets[train], settings, seed=seed,
                             validation=validation, epochs=epochs, log_prefix=log_prefix)
         classifier = Wav2Vec2Classifier(model, extractor, trim_padding=settings.trim_padding,
                                         batch_size=settings.eval_batch_size, precision=settings.precision)
-        return classifier, [("", history)]
+        return classifier, [("", history)], held_out_predictions(self, classifier, data, held_out)
 
     def predict(self, model: Wav2Vec2Classifier, data: TrainingData, rows: np.ndarray) -> np.ndarray:
         """Probabilities ``[len(rows), n_labels]``."""
@@ -255,14 +292,15 @@ class EmbeddingHeadKind:
         return TrainingData(frame, labels, pooled, label_indices(frame, labels))
 
     def fit(self, data: TrainingData, rows: np.ndarray, *, seed: int, log_prefix: str,
-            epochs: int | None) -> tuple[EmbeddingHead, Histories]:
+            epochs: int | None) -> tuple[EmbeddingHead, Histories, HeldOut | None]:
         """Train a head on ``rows`` (early-stopping on held-out speakers unless ``epochs`` is given)."""
         head_config = self.config.head
-        train, validation = data.fit_rows(rows, epochs=epochs, method=self.config.split.method,
-                                          fraction=head_config.validation_fraction, seed=seed, log_prefix=log_prefix)
+        train, held_out, validation = data.fit_rows(rows, epochs=epochs, method=self.config.split.method,
+                                                    fraction=head_config.validation_fraction, seed=seed,
+                                                    log_prefix=log_prefix)
         head, history = fit_head(data.inputs[train], data.targets[train], head_config, architecture=self.architecture,
                                  seed=seed, validation=validation, epochs=epochs, log_prefix=log_prefix)
-        return head, [("", history)]
+        return head, [("", history)], held_out_predictions(self, head, data, held_out)
 
     def predict(self, model: EmbeddingHead, data: TrainingData, rows: np.ndarray) -> np.ndarray:
         """Probabilities ``[len(rows), n_labels]``."""

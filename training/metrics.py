@@ -10,6 +10,14 @@ Definitions (``C[i, j]`` = rows of true class ``i`` predicted as ``j``):
 - ``macro_f1``: mean F1 over the classes that occur in the true or the predicted labels
   (scikit-learn's default).
 
+Calibration (:func:`calibration_figures`, from class probabilities ``p`` ``[n, k]``):
+
+- ``ece`` (expected calibration error): clips binned by top-class confidence ``max_k p`` into
+  :data:`CALIBRATION_BINS` equal-width bins of ``[0, 1]`` (bin ``b`` holds ``b/B < c <= (b+1)/B``,
+  the first also ``c = 0``); ``sum_b (n_b / n) |accuracy_b - mean confidence_b|``.
+- ``brier``: mean over clips of ``sum_k (p_k - y_k)^2`` with ``y`` the one-hot true class
+  (0 is perfect, 2 is the worst).
+
 :func:`loss_and_ua` gives the figures early stopping watches (mean cross-entropy and UA of a
 model's probabilities on held-out speakers).
 """
@@ -21,6 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 
 HEADLINE_METRICS = ("accuracy", "ua", "macro_f1")
+#: Equal-width confidence bins of the expected calibration error and the reliability diagram.
+CALIBRATION_BINS = 15
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -93,6 +103,88 @@ def loss_and_ua(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, f
     loss = float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-12)))
     matrix = confusion_matrix(labels, probabilities.argmax(axis=1), probabilities.shape[1])
     return loss, _unweighted_accuracy(matrix)
+
+
+def reliability_bins(probabilities: np.ndarray, targets: np.ndarray, *, n_bins: int = CALIBRATION_BINS) -> dict[str, list]:
+    """Clips per top-class confidence bin, with their mean confidence and accuracy.
+
+    Parameters
+    ----------
+    probabilities
+        ``[n, k]`` class probabilities.
+    targets
+        ``[n]`` true class indices.
+
+    Returns
+    -------
+    dict
+        ``{"edges": [n_bins + 1], "count": [n_bins], "confidence": [n_bins], "accuracy": [n_bins]}``
+        (mean confidence and accuracy are ``None`` for an empty bin); JSON-serialisable.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(targets, dtype=np.int64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(index, minlength=n_bins)
+    confidence_sum = np.bincount(index, weights=confidence, minlength=n_bins)
+    correct_sum = np.bincount(index, weights=correct.astype(np.float64), minlength=n_bins)
+    return {
+        "edges": [float(edge) for edge in edges],
+        "count": [int(c) for c in count],
+        "confidence": [float(s / c) if c else None for s, c in zip(confidence_sum, count)],
+        "accuracy": [float(s / c) if c else None for s, c in zip(correct_sum, count)],
+    }
+
+
+def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, *, n_bins: int = CALIBRATION_BINS) -> float:
+    """ECE of probabilities ``[n, k]`` for class indices ``[n]`` (see the module docstring); NaN for ``n = 0``."""
+    bins = reliability_bins(probabilities, targets, n_bins=n_bins)
+    total = sum(bins["count"])
+    if total == 0:
+        return float("nan")
+    return float(sum(count * abs(accuracy - confidence) for count, accuracy, confidence
+                     in zip(bins["count"], bins["accuracy"], bins["confidence"]) if count) / total)
+
+
+def brier_score(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Mean of ``sum_k (p_k - y_k)^2`` over clips, probabilities ``[n, k]``, class indices ``[n]``; NaN for ``n = 0``."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if len(probabilities) == 0:
+        return float("nan")
+    one_hot = np.eye(probabilities.shape[1])[np.asarray(targets, dtype=np.int64)]
+    return float(((probabilities - one_hot) ** 2).sum(axis=1).mean())
+
+
+def calibration_figures(probabilities: np.ndarray, targets: np.ndarray, *, with_bins: bool = False) -> dict[str, Any]:
+    """``{"ece", "brier"}`` of probabilities ``[n, k]`` for class indices ``[n]``, and
+    ``"bins"`` (:func:`reliability_bins`) when ``with_bins``."""
+    figures: dict[str, Any] = {
+        "ece": expected_calibration_error(probabilities, targets),
+        "brier": brier_score(probabilities, targets),
+    }
+    if with_bins:
+        figures["bins"] = reliability_bins(probabilities, targets)
+    return figures
+
+
+def summarise_calibration(fold_calibrations: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over folds of the temperature and of ECE and Brier before and after.
+
+    ``fold_calibrations``: per fold ``{"temperature", "before": {"ece", "brier"}, "after": {...}}``.
+
+    Returns
+    -------
+    dict
+        ``{"temperature": {"mean", "std", "values"}, "before": {"ece": {...}, "brier": {...}}, "after": {...}}``.
+    """
+    return {
+        "temperature": _mean_std([fold["temperature"] for fold in fold_calibrations]),
+        **{
+            stage: {name: _mean_std([fold[stage][name] for fold in fold_calibrations]) for name in ("ece", "brier")}
+            for stage in ("before", "after")
+        },
+    }
 
 
 def grouped_metrics(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -65,6 +65,42 @@ def plot_training_curves(histories: Sequence[tuple[str, TrainingHistory]], path:
     loss_axes.legend(fontsize=6, ncol=2)
     if ua_axes.lines:
         ua_axes.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_reliability_diagram(before: Mapping[str, Any], after: Mapping[str, Any], path: str | Path, *, title: str) -> Path:
+    """Accuracy against top-class confidence per bin, before and after calibration.
+
+    Parameters
+    ----------
+    before, after
+        :func:`training.metrics.calibration_figures` with ``bins``: ``{"ece", "brier", "bins":
+        {"edges": [B + 1], "count": [B], "confidence": [B], "accuracy": [B]}}``.
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+    for panel, (stage, figures) in zip(axes, (("before", before), ("after", after))):
+        bins = figures["bins"]
+        edges = np.asarray(bins["edges"], dtype=np.float64)
+        width = edges[1:] - edges[:-1]
+        accuracy = np.array([np.nan if value is None else value for value in bins["accuracy"]], dtype=np.float64)
+        confidence = np.array([np.nan if value is None else value for value in bins["confidence"]], dtype=np.float64)
+        filled = np.asarray(bins["count"]) > 0
+        panel.bar(edges[:-1][filled], accuracy[filled], width=width[filled], align="edge", color="C0",
+                  edgecolor="black", linewidth=0.5, label="accuracy")
+        panel.bar(edges[:-1][filled], confidence[filled] - accuracy[filled], bottom=accuracy[filled],
+                  width=width[filled], align="edge", color="C3", alpha=0.35, label="gap to confidence")
+        panel.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=0.8)
+        panel.set_xlim(0, 1)
+        panel.set_ylim(0, 1)
+        panel.set_xlabel("top-class confidence")
+        panel.set_title(f"{stage} calibration: ECE {figures['ece']:.3f}, Brier {figures['brier']:.3f}", fontsize=9)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7, loc="upper left")
+    figure.suptitle(title, fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

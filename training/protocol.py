@@ -13,6 +13,15 @@ and tests one model per fold, then fits the bundle's model, writes the plots and
 The torch kinds early-stop on speakers held out of each fit's training side
 (:meth:`training.data.TrainingData.fit_rows`).
 
+Calibration (:mod:`training.calibration`): each fit also returns its probabilities on the
+speakers it held out (logreg holds some out for a second fit, :class:`training.kinds.LogregKind`).
+Each fold fits a temperature on its own held-out speakers and applies it to its test clips, so
+``metrics.json`` reports ECE and Brier score before and after calibration per fold and pooled,
+from speakers the temperature never saw. The bundle's temperature is fitted on the held-out
+speakers of the bundle model's own fit when it has them (holdout split; logreg's refit), else
+on the folds' held-out speakers pooled (the torch kinds' refit trains on all rows, for a fixed
+number of epochs, and holds none out).
+
 Test figures count original clips only: augmented copies of a test speaker's clips stay on the
 test side (they are never trained on) but are not scored, so the figures describe real clips.
 """
@@ -31,16 +40,25 @@ from ser_udfs.errors import UserError
 from ser_udfs.features.config import FeatureConfig
 from ser_udfs.settings import to_dict
 from training.bundle.load import save_bundle
+from training.calibration import HeldOut, apply_temperature, fit_temperature, pool_held_out
 from training.data import TrainingData, table_feature_config
 from training.fitting import TrainingHistory, release_accelerator_memory
 from training.kinds import CnnKind, EmbeddingHeadKind, LogregKind, Wav2Vec2Kind
-from training.metrics import classification_metrics, format_headline, grouped_metrics, summarise_folds
+from training.metrics import (
+    CALIBRATION_BINS,
+    calibration_figures,
+    classification_metrics,
+    format_headline,
+    grouped_metrics,
+    summarise_calibration,
+    summarise_folds,
+)
 from training.models.cnn import CnnConfig
 from training.models.cnn_distributed import DistributedRunner
 from training.models.embedding_head import EmbeddingHeadTrainConfig
 from training.models.logreg import LogregConfig
 from training.models.wav2vec2 import Wav2Vec2TrainConfig
-from training.plots import plot_confusion_matrix, plot_training_curves
+from training.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
 from training.speaker_norm import StatsNormalisation
 from training.splits import Split, SplitConfig, make_splits, speaker_keys
 from training.taxonomy import Taxonomy, TaxonomyReport, apply_taxonomy, load_taxonomy
@@ -49,6 +67,9 @@ logger = logging.getLogger(__name__)
 
 CONFUSION_PLOT = "confusion_matrix.png"
 CURVES_PLOT = "training_curves.png"
+RELIABILITY_PLOT = "reliability_diagram.png"
+#: Entries of a split's result that hold arrays (or held-out sets), kept out of ``metrics.json``.
+ARRAY_ENTRIES = ("rows", "predicted", "probabilities", "calibrated", "held_out")
 
 
 @dataclass(frozen=True)
@@ -104,8 +125,9 @@ class ModelKind(Protocol):
         """The mapped rows with the kind's inputs."""
 
     def fit(self, data: TrainingData, rows: np.ndarray, *, seed: int, log_prefix: str,
-            epochs: int | None) -> tuple[Any, list[tuple[str, TrainingHistory]]]:
-        """A model fitted on ``rows`` and the history of each network trained (by member name)."""
+            epochs: int | None) -> tuple[Any, list[tuple[str, TrainingHistory]], HeldOut | None]:
+        """A model fitted on ``rows``, the history of each network trained (by member name), and
+        its probabilities on speakers held out of ``rows`` (``None`` when it held none out)."""
 
     def predict(self, model: Any, data: TrainingData, rows: np.ndarray) -> np.ndarray:
         """Class probabilities ``[len(rows), n_labels]``."""
@@ -123,7 +145,7 @@ def model_kind(config: RunConfig, *, taxonomy: Taxonomy, distributed_runner: Dis
         raise UserError(f"distributed training is for the CNN only, not {config.model}; train it in one process")
     if isinstance(config, TrainConfig):
         if config.model == "logreg":
-            return LogregKind(config.logreg)
+            return LogregKind(config.logreg, split_method=config.split.method)
         return CnnKind(config.cnn, config.stats_model_config(), split_method=config.split.method,
                        distributed_runner=distributed_runner)
     if isinstance(config, Wav2Vec2TrainConfig):
@@ -179,11 +201,15 @@ def train_from_frame(
     fold_results, histories, kept = cross_validate(kind, data, splits, seed=config.seed)
     metrics = metrics_report(data, config, taxonomy, splits, fold_results)
     if len(splits) > 1:
-        final_model, final_note, final_histories = refit(kind, data, histories, seed=config.seed + len(splits))
+        final_model, final_note, final_histories, final_held_out = refit(kind, data, histories,
+                                                                         seed=config.seed + len(splits))
         histories += final_histories
     else:
         final_model, final_note = kept, "the model tested on the holdout split"
+        final_held_out = fold_results[0]["held_out"]
     metrics["final_model"] = final_note
+    calibration = bundle_calibration(final_held_out, [result["held_out"] for result in fold_results])
+    metrics["calibration"]["bundle"] = calibration
     write_plots(output, metrics, histories, title=f"{config.model}, {taxonomy.name}\n{config.split.describe()}")
     training = {
         "data": data_summary(data, report),
@@ -196,7 +222,7 @@ def train_from_frame(
     }
     save_bundle(
         output, model=kind.bundle_model(final_model), taxonomy=taxonomy, labels=data.labels, feature_config=table_config,
-        training=training, metrics=metrics, stats_normalisation=kind.stats_normalisation,
+        training=training, metrics=metrics, stats_normalisation=kind.stats_normalisation, calibration=calibration,
     )
     logger.info("%s on %s, %s: %s", config.model, taxonomy.name, config.split.describe(), format_headline(metrics["summary"]))
     return {
@@ -241,7 +267,7 @@ def cross_validate(
     Returns
     -------
     fold_results
-        :func:`evaluate_split` of each split.
+        :func:`evaluate_split` of each split, with :func:`calibrate_split`'s entries.
     histories
         ``(run name, history)`` of every network trained (``"fold 2/6 member 1/2"``).
     kept
@@ -250,9 +276,9 @@ def cross_validate(
     """
     fold_results, histories, kept = [], [], None
     for number, split in enumerate(splits):
-        model, member_histories = kind.fit(data, split.train_index, seed=seed + number, log_prefix=f"{split.name}: ",
-                                           epochs=None)
-        fold_results.append(evaluate_split(kind, model, data, split))
+        model, member_histories, held_out = kind.fit(data, split.train_index, seed=seed + number,
+                                                     log_prefix=f"{split.name}: ", epochs=None)
+        fold_results.append(calibrate_split(evaluate_split(kind, model, data, split), held_out, data))
         histories += [(_run_name(split.name, member), history) for member, history in member_histories]
         logger.info("%s: %s", split.name, format_headline(fold_results[-1]["metrics"]))
         kept = model if len(splits) == 1 else None
@@ -263,21 +289,22 @@ def cross_validate(
 
 def refit(
     kind: ModelKind, data: TrainingData, histories: list[tuple[str, TrainingHistory]], *, seed: int
-) -> tuple[Any, str, list[tuple[str, TrainingHistory]]]:
+) -> tuple[Any, str, list[tuple[str, TrainingHistory]], HeldOut | None]:
     """The bundle's model after cross-validation: refit on all rows, for the folds' median best epoch.
 
     Returns
     -------
-    (model, note, histories)
-        The refit model, the ``final_model`` note of ``metrics.json``, and its networks' histories.
+    (model, note, histories, held_out)
+        The refit model, the ``final_model`` note of ``metrics.json``, its networks' histories,
+        and its probabilities on the speakers it held out (``None`` for a fixed epoch count).
     """
     epochs = int(round(float(np.median([h.best_epoch for _, h in histories])))) if histories else None
-    model, member_histories = kind.fit(data, np.arange(len(data.frame)), seed=seed, log_prefix="final fit: ",
-                                       epochs=epochs)
+    model, member_histories, held_out = kind.fit(data, np.arange(len(data.frame)), seed=seed,
+                                                 log_prefix="final fit: ", epochs=epochs)
     note = f"refit on all {len(data.frame)} rows after cross-validation" + (
         f" for {epochs} epochs (median best epoch over folds)" if epochs else ""
     )
-    return model, note, [(_run_name("final", member), history) for member, history in member_histories]
+    return model, note, [(_run_name("final", member), history) for member, history in member_histories], held_out
 
 
 def _run_name(run: str, member: str) -> str:
@@ -287,9 +314,11 @@ def _run_name(run: str, member: str) -> str:
 def evaluate_split(kind: ModelKind, model: Any, data: TrainingData, split: Split) -> dict[str, Any]:
     """Score the original clips of ``split``'s test side: rows, predictions, metrics and split summary."""
     rows = split.test_index[data.is_original[split.test_index]]
-    predicted = kind.predict(model, data, rows).argmax(axis=1)
+    probabilities = kind.predict(model, data, rows)
+    predicted = probabilities.argmax(axis=1)
     return {
         "rows": rows,
+        "probabilities": probabilities,
         "predicted": predicted,
         "metrics": classification_metrics(data.targets[rows], predicted, data.labels),
         **split.summary(data.frame),
@@ -297,12 +326,63 @@ def evaluate_split(kind: ModelKind, model: Any, data: TrainingData, split: Split
     }
 
 
+def calibrate_split(result: dict[str, Any], held_out: HeldOut | None, data: TrainingData) -> dict[str, Any]:
+    """``result`` of :func:`evaluate_split` with the fold's calibration.
+
+    The temperature is fitted on the fit's held-out speakers (1, no change, when it held none
+    out) and applied to the test clips' probabilities.
+
+    Returns
+    -------
+    dict
+        ``result`` plus ``"held_out"``, ``"calibrated"`` (``[len(rows), k]``) and
+        ``"calibration"``: ``{"temperature", "held_out_clips", "before": {"ece", "brier"},
+        "after": {...}}`` on the test clips.
+    """
+    temperature = 1.0 if held_out is None else fit_temperature(held_out.probabilities, held_out.targets)
+    calibrated = apply_temperature(result["probabilities"], temperature)
+    truth = data.targets[result["rows"]]
+    return {
+        **result,
+        "held_out": held_out,
+        "calibrated": calibrated,
+        "calibration": {
+            "temperature": temperature,
+            "held_out_clips": 0 if held_out is None else int(len(held_out.targets)),
+            "before": calibration_figures(result["probabilities"], truth),
+            "after": calibration_figures(calibrated, truth),
+        },
+    }
+
+
+def bundle_calibration(final: HeldOut | None, folds: list[HeldOut | None]) -> dict[str, Any] | None:
+    """The bundle's ``calibration`` entry: a temperature fitted on ``final`` (the bundle model's
+    own held-out speakers) or else on the folds' held-out speakers pooled; ``None`` when no fit
+    held any speakers out (the bundle is then saved uncalibrated)."""
+    held_out, source = final, "held-out speakers of the bundle model's own fit"
+    if held_out is None:
+        held_out = pool_held_out([fold for fold in folds if fold is not None])
+        source = "held-out speakers of the cross-validation folds' fits, pooled (the refit holds none out)"
+    if held_out is None:
+        logger.warning("no fit held any speakers out: the bundle is saved without calibration")
+        return None
+    return {
+        "method": "temperature",
+        "temperature": fit_temperature(held_out.probabilities, held_out.targets),
+        "fitted_on_clips": int(len(held_out.targets)),
+        "fitted_on": source,
+    }
+
+
 def write_plots(output: Path, metrics: Mapping[str, Any], histories: list[tuple[str, TrainingHistory]], *,
                 title: str) -> None:
-    """The pooled confusion matrix (titled ``title`` and the headline) and, if any, the training curves."""
-    pooled = metrics["pooled"]["confusion_matrix"]
-    plot_confusion_matrix(np.array(pooled["matrix"]), pooled["labels"], output / CONFUSION_PLOT,
+    """The pooled confusion matrix (titled ``title`` and the headline), the pooled reliability
+    diagram before and after calibration and, if any, the training curves."""
+    pooled_matrix = metrics["pooled"]["confusion_matrix"]
+    plot_confusion_matrix(np.array(pooled_matrix["matrix"]), pooled_matrix["labels"], output / CONFUSION_PLOT,
                           title=f"{title}\n{format_headline(metrics['summary'])}")
+    calibration = metrics["calibration"]["pooled"]
+    plot_reliability_diagram(calibration["before"], calibration["after"], output / RELIABILITY_PLOT, title=title)
     if histories:
         plot_training_curves(histories, output / CURVES_PLOT)
 
@@ -320,6 +400,14 @@ def metrics_report(
     predicted = np.concatenate([result["predicted"] for result in fold_results])
     truth = data.targets[rows]
     pooled = classification_metrics(truth, predicted, data.labels)
+    calibration: dict[str, Any] = {
+        "method": "temperature, fitted per fold on the fit's held-out speakers, applied to the fold's test clips",
+        "bins": CALIBRATION_BINS,
+        "pooled": {
+            stage: calibration_figures(np.concatenate([result[key] for result in fold_results]), truth, with_bins=True)
+            for stage, key in (("before", "probabilities"), ("after", "calibrated"))
+        },
+    }
     report: dict[str, Any] = {
         "model": config.model,
         "taxonomy": taxonomy.name,
@@ -328,15 +416,18 @@ def metrics_report(
         "evaluated_on": "original clips of the test side; augmented copies are kept off the training side but not scored",
         "pooled": pooled,
         "per_corpus": grouped_metrics(truth, predicted, data.frame["corpus"].to_numpy()[rows], data.labels),
+        "calibration": calibration,
     }
     if len(splits) > 1:
         report["folds"] = [
-            {key: value for key, value in result.items() if key not in ("rows", "predicted")} for result in fold_results
+            {key: value for key, value in result.items() if key not in ARRAY_ENTRIES} for result in fold_results
         ]
         report["summary"] = summarise_folds([result["metrics"] for result in fold_results])
+        calibration["summary"] = summarise_calibration([result["calibration"] for result in fold_results])
     else:
         report["summary"] = {name: pooled[name] for name in ("accuracy", "ua", "macro_f1")}
-        report["holdout"] = {key: value for key, value in fold_results[0].items() if key not in ("rows", "predicted", "metrics")}
+        report["holdout"] = {key: value for key, value in fold_results[0].items()
+                             if key not in (*ARRAY_ENTRIES, "metrics")}
     return report
 
 

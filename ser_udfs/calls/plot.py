@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ser_udfs.calls.stream import UNCERTAIN_LABEL
+
 #: Colours of the usual emotions; other labels take tab10 colours in order.
 EMOTION_COLOURS = {
     "angry": "#d62728",
@@ -24,6 +26,8 @@ EMOTION_COLOURS = {
     "surprise": "#e377c2",
     "boredom": "#8c564b",
 }
+#: Colour of the ``uncertain`` label band (speech whose top probability is under ``summary.min_confidence``).
+UNCERTAIN_COLOUR = "#444444"
 
 
 def label_colours(labels: Sequence[str]) -> dict[str, str]:
@@ -78,6 +82,8 @@ def plot_call_timeline(
         axis.set_xlim(0, duration_s / scale)
     axes[-1, 0].set_xlabel("time (min)" if minutes else "time (s)")
     handles = [Patch(color=colours[label], label=label) for label in labels]
+    if (segments["label"] == UNCERTAIN_LABEL).any():
+        handles.append(Patch(color=UNCERTAIN_COLOUR, label=f"{UNCERTAIN_LABEL} (under summary.min_confidence)"))
     handles.append(Patch(color="#dddddd", label="speech, not scored"))
     figure.legend(handles=handles, loc="upper right", ncol=min(len(handles), 7), fontsize="small")
     figure.suptitle(title, x=0.01, ha="left", fontsize="medium")
@@ -104,7 +110,8 @@ def _draw_channel(
     for row in rows.itertuples():
         start, end = row.start_s / scale, row.end_s / scale
         if row.speech and isinstance(row.label, str):
-            axis.axvspan(start, end, ymin=1.02 / 1.12, ymax=1.10 / 1.12, color=colours[row.label], linewidth=0)
+            axis.axvspan(start, end, ymin=1.02 / 1.12, ymax=1.10 / 1.12, color=colours.get(row.label, UNCERTAIN_COLOUR),
+                         linewidth=0)
         elif row.speech:
             axis.axvspan(start, end, ymin=0, ymax=1.0 / 1.12, color="#dddddd", linewidth=0)
     axis.set_ylim(0, 1.12)

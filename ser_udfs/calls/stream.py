@@ -23,7 +23,10 @@ Pure NumPy, no Spark (the Spark wrapper is :mod:`ser_udfs.spark.score`). For eac
 Timeline rule: inside speech, time is cut at the speech region edges and at the hop grid; each
 piece takes the mean probabilities of the scored windows overlapping it and their most probable
 label; consecutive pieces with the same speech flag and label are merged (probabilities weighted
-by duration). Speech that no scored window covers (a lone short burst) has no label.
+by duration). Speech that no scored window covers (a lone short burst) has no label. A piece
+whose top probability is under ``summary.min_confidence`` is labelled ``uncertain``
+(:data:`UNCERTAIN_LABEL`; its probabilities are kept); uncertain speech counts in no emotion's
+share: the summary reports its seconds (``uncertain_s``) instead.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from ser_udfs.features.compute import compute_features_batch
 from ser_udfs.features.config import AudioConfig, FeatureConfig
 
 ChannelChoice = Literal["all", "mix"] | tuple[int, ...]
+#: The label of timeline pieces whose top probability is under ``summary.min_confidence``.
+UNCERTAIN_LABEL = "uncertain"
 
 
 class Predictor(Protocol):
@@ -82,12 +87,18 @@ class SmoothingConfig:
 
 @dataclass(frozen=True)
 class SummaryConfig:
-    """``[summary]``: which labels count as negative, and how stretches of them are reported."""
+    """``[summary]``: which labels count as negative, how stretches of them are reported, and
+    the top probability under which a piece of the timeline is labelled ``uncertain`` (0: off)."""
 
     negative_labels: tuple[str, ...] = ("angry", "disgust", "fear", "sad")
     top_stretches: int = 3
     stretch_gap_s: float = 2.0
     min_stretch_s: float = 2.0
+    min_confidence: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_confidence <= 1:
+            raise ValueError("summary.min_confidence must lie in [0, 1] (0 turns it off)")
 
 
 @dataclass(frozen=True)
@@ -345,11 +356,13 @@ class Stretch:
 
 @dataclass(frozen=True)
 class CallSummary:
-    """The per-call row: speech time, emotion shares, dominant emotion, negative stretches."""
+    """The per-call row: speech time, emotion shares, uncertain speech time left out of them,
+    dominant emotion, negative stretches."""
 
     duration_s: float
     speech_s: dict[str, float]
     emotion_share: dict[str, float]
+    uncertain_s: float
     dominant_emotion: str | None
     negative_stretches: list[Stretch]
     status: str
@@ -578,8 +591,12 @@ def smooth_probabilities(window_starts: np.ndarray, probabilities: np.ndarray, h
     return (window_sum / window_count[:, None]).astype(np.float32)
 
 
-def channel_segments(channel: ChannelScores, labels: Sequence[str], geometry: WindowGeometry, *, smoothing: int) -> list[Segment]:
-    """The channel's timeline: non-overlapping segments covering ``[0, duration)``, in order."""
+def channel_segments(channel: ChannelScores, labels: Sequence[str], geometry: WindowGeometry, *, smoothing: int,
+                     min_confidence: float = 0.0) -> list[Segment]:
+    """The channel's timeline: non-overlapping segments covering ``[0, duration)``, in order.
+
+    A piece whose top probability is under ``min_confidence`` is labelled :data:`UNCERTAIN_LABEL`.
+    """
     rate, hop, window = geometry.sample_rate, geometry.hop_samples, geometry.window_samples
     n_samples = channel.n_samples
     probabilities = smooth_probabilities(channel.window_starts, channel.probabilities, hop, smoothing)
@@ -606,17 +623,21 @@ def channel_segments(channel: ChannelScores, labels: Sequence[str], geometry: Wi
         position = region_end
     if position < n_samples:
         pieces.append((position, n_samples, False, None))
-    return _merge_pieces(pieces, channel.name, labels, rate)
+    return _merge_pieces(pieces, channel.name, labels, rate, min_confidence)
 
 
 def _merge_pieces(
-    pieces: list[tuple[int, int, bool, np.ndarray | None]], channel: str, labels: Sequence[str], rate: int
+    pieces: list[tuple[int, int, bool, np.ndarray | None]], channel: str, labels: Sequence[str], rate: int,
+    min_confidence: float,
 ) -> list[Segment]:
     segments: list[Segment] = []
     run: list[tuple[int, int, bool, np.ndarray | None]] = []
+    uncertain = -2
 
     def key(piece: tuple[int, int, bool, np.ndarray | None]) -> tuple[bool, int]:
-        return piece[2], -1 if piece[3] is None else int(np.argmax(piece[3]))
+        if piece[3] is None:
+            return piece[2], -1
+        return piece[2], uncertain if float(np.max(piece[3])) < min_confidence else int(np.argmax(piece[3]))
 
     def close() -> None:
         start, end, speech = run[0][0], run[-1][1], run[0][2]
@@ -626,7 +647,10 @@ def _merge_pieces(
             weights = np.array([piece[1] - piece[0] for piece in run], dtype=np.float64)
             mean = (np.stack([piece[3] for piece in run]) * weights[:, None]).sum(axis=0) / weights.sum()
             best = int(np.argmax(mean))
-            segments.append(Segment(channel, start / rate, end / rate, speech, labels[best], float(mean[best]), mean.astype(np.float32)))
+            # Pieces of one run share their label, so the run's mean keeps it: an uncertain run's
+            # top probability stays under min_confidence, a labelled run's at or above it.
+            label = UNCERTAIN_LABEL if key(run[0])[1] == uncertain else labels[best]
+            segments.append(Segment(channel, start / rate, end / rate, speech, label, float(mean[best]), mean.astype(np.float32)))
 
     for piece in pieces:
         if piece[1] <= piece[0]:
@@ -685,12 +709,15 @@ def negative_stretches(segments: Sequence[Segment], config: SummaryConfig) -> li
 
 
 def summarise_call(scores: CallScores, segments: Sequence[Segment], config: SummaryConfig) -> CallSummary:
-    """Speech seconds per channel, share of labelled speech time per emotion, the dominant
-    emotion, and the strongest negative stretches."""
+    """Speech seconds per channel, share of labelled speech time per emotion (uncertain time left
+    out, and counted in ``uncertain_s``), the dominant emotion, and the strongest negative stretches."""
     rate = scores.geometry.sample_rate
     durations = dict.fromkeys(scores.labels, 0.0)
+    uncertain_s = 0.0
     for segment in segments:
-        if segment.label is not None:
+        if segment.label == UNCERTAIN_LABEL:
+            uncertain_s += segment.end_s - segment.start_s
+        elif segment.label is not None:
             durations[segment.label] += segment.end_s - segment.start_s
     total = sum(durations.values())
     share = {label: (value / total if total > 0 else 0.0) for label, value in durations.items()}
@@ -698,6 +725,7 @@ def summarise_call(scores: CallScores, segments: Sequence[Segment], config: Summ
         duration_s=scores.info.duration_s,
         speech_s={channel.name: channel.speech_samples / rate for channel in scores.channels},
         emotion_share=share,
+        uncertain_s=uncertain_s,
         dominant_emotion=max(durations, key=durations.__getitem__) if total > 0 else None,
         negative_stretches=negative_stretches(segments, config),
         status="ok" if scores.windows_scored else "no_speech",
@@ -709,6 +737,7 @@ def call_timeline(scores: CallScores, config: CallScoringConfig) -> tuple[list[S
     segments = [
         segment
         for channel in scores.channels
-        for segment in channel_segments(channel, scores.labels, scores.geometry, smoothing=config.smoothing.windows)
+        for segment in channel_segments(channel, scores.labels, scores.geometry, smoothing=config.smoothing.windows,
+                                        min_confidence=config.summary.min_confidence)
     ]
     return segments, summarise_call(scores, segments, config.summary)

@@ -93,7 +93,7 @@ STRETCH_DDL = "struct<channel:string,start_s:double,end_s:double,label:string,co
 CALL_COLUMNS_DDL = (
     "call_id string, path string, duration_s double, sample_rate int, channels int, encoding string, "
     "scored_channels array<string>, speech_s map<string,double>, windows_scored int, "
-    "emotion_share map<string,double>, dominant_emotion string, "
+    "emotion_share map<string,double>, uncertain_s double, dominant_emotion string, "
     f"negative_stretches array<{STRETCH_DDL}>, model_id string, status string"
 )
 ERROR_COLUMNS_DDL = "path string, call_id string, error_kind string, error_message string, model_id string"
@@ -206,6 +206,7 @@ def call_rows(
         "speech_s": summary.speech_s,
         "windows_scored": scores.windows_scored,
         "emotion_share": summary.emotion_share,
+        "uncertain_s": summary.uncertain_s,
         "dominant_emotion": summary.dominant_emotion,
         "negative_stretches": [asdict(stretch) for stretch in summary.negative_stretches],
         "status": summary.status,

@@ -5,7 +5,9 @@ Layout::
     BUNDLE/config.json          model kind, labels, taxonomy, inputs, architecture, the exact
                                 feature config and its version, training data summary, split,
                                 seed, hyper-parameters, library versions, weight digests, the
-                                digest of the labels and taxonomy (``labels_sha256``)
+                                digest of the labels and taxonomy (``labels_sha256``), the
+                                temperature scaling of the probabilities (``calibration``) and
+                                its digest (``calibration_sha256``)
     BUNDLE/model.safetensors    weights (CNN state dict, an ensemble's members under ``members.K.``;
                                 logreg scaler mean/scale, coef, intercept; a transformer's
                                 Hugging Face tensors, prefixed ``encoder.``/``head.`` for embedding models)
@@ -14,7 +16,7 @@ Layout::
     BUNDLE/metrics.json         test metrics (per fold and mean ± std for cross-validation)
     BUNDLE/encoder/             a transformer's Hugging Face model and extractor configs in Hugging
                                 Face's own format, for people and tools (loading reads config.json)
-    BUNDLE/*.png                confusion matrix, training curves
+    BUNDLE/*.png                confusion matrix, reliability diagram, training curves
 
 No pickle anywhere: weights are safetensors, everything else is JSON (pickle files someone puts
 in a bundle folder are never opened: :func:`pickle_file_names` lists them for a warning). ``config.json`` is
@@ -126,6 +128,12 @@ def labels_digest(labels: list[str], taxonomy: Mapping[str, Any]) -> str:
     names and order of the model's output columns, which no tensor check can see.
     """
     canonical = json.dumps({"labels": list(labels), "taxonomy": taxonomy}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def calibration_digest(calibration: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a bundle's ``calibration`` entry (``config.json``'s ``calibration_sha256``)."""
+    canonical = json.dumps(dict(calibration), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

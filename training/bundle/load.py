@@ -7,9 +7,11 @@ rebuilds its model from the bundle's files.
 :func:`load_bundle` verifies a bundle folder (files present, known model kind, feature config
 consistent with its version, labels those of its taxonomy in its order and matching their
 digest, tensor names and shapes matching the architecture, weights finite and matching their
-recorded digests) and returns a :class:`Bundle` whose :meth:`Bundle.predict_proba` takes
-feature arrays as the project's feature code computes them, so scoring can feed fresh features
-without Spark. :attr:`Bundle.files` holds the bytes that loading read; a Spark worker rebuilds
+recorded digests, a calibration matching its digest) and returns a :class:`Bundle` whose
+:meth:`Bundle.predict_proba` takes feature arrays as the project's feature code computes them,
+so scoring can feed fresh features without Spark, and returns every model kind's probabilities
+through the bundle's temperature scaling (:mod:`training.calibration`; a bundle trained before
+calibration existed has none and predicts its model's own probabilities). :attr:`Bundle.files` holds the bytes that loading read; a Spark worker rebuilds
 the same bundle from them with :func:`load_bundle_from_files`, without a folder and without
 verifying the digests again. A model that standardises stats per speaker
 (``stats_normalisation = "speaker"`` in ``config.json``) also needs each row's speaker
@@ -35,6 +37,7 @@ from training.bundle.format import (
     METRICS_FILE,
     STATS_MODEL_FILE,
     WEIGHTS_FILE,
+    calibration_digest,
     check_tensor_shapes,
     labels_digest,
     library_versions,
@@ -51,6 +54,7 @@ from training.bundle.format import (
     write_numpy_tensors,
     write_torch_tensors,
 )
+from training.calibration import apply_temperature
 from training.models.cnn import CnnArchitecture, CnnEnsemble, CnnModel, EmotionCnn, model_input
 from training.models.cnn import predict_proba as cnn_predict_proba
 from training.models.embedding_head import EmbeddingClassifier
@@ -126,12 +130,18 @@ class Bundle:
         return tuple(self.config["inputs"])
 
     @property
+    def temperature(self) -> float | None:
+        """The temperature :meth:`predict_proba` divides log-probabilities by, ``None`` for an uncalibrated bundle."""
+        calibration = self.config.get("calibration")
+        return None if calibration is None else float(calibration["temperature"])
+
+    @property
     def needs_speaker_groups(self) -> bool:
         """Whether :meth:`predict_proba` needs each row's speaker (stats standardised per speaker)."""
         return self.config.get("stats_normalisation") == "speaker"
 
     def predict_proba(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None = None) -> np.ndarray:
-        """Class probabilities for a batch of clips.
+        """Calibrated class probabilities for a batch of clips: the model's, through :attr:`temperature`.
 
         Parameters
         ----------
@@ -145,8 +155,13 @@ class Bundle:
         Returns
         -------
         np.ndarray
-            float32 ``[n, len(labels)]``, rows summing to 1.
+            float32 ``[n, len(labels)]``, rows summing to 1; the most probable class is the model's.
         """
+        probabilities = self._model_probabilities(batch, groups)
+        return probabilities if self.temperature is None else apply_temperature(probabilities, self.temperature)
+
+    def _model_probabilities(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None) -> np.ndarray:
+        """The model's own (uncalibrated) probabilities ``[n, len(labels)]`` (see :meth:`predict_proba`)."""
         if isinstance(self.model, (Wav2Vec2Classifier, EmbeddingClassifier)):
             return self.model.predict_proba(batch)
         if isinstance(self.model, LogregModel):
@@ -217,6 +232,7 @@ def save_bundle(
     training: Mapping[str, Any],
     metrics: Mapping[str, Any],
     stats_normalisation: StatsNormalisation = "global",
+    calibration: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle directory (weights, metrics, then ``config.json``).
 
@@ -238,6 +254,9 @@ def save_bundle(
     stats_normalisation
         How the stats vectors of a logreg or fused stats model were normalised (``"speaker"``:
         per speaker, which prediction then repeats).
+    calibration
+        ``{"method": "temperature", "temperature": T, ...}`` (:func:`training.protocol.bundle_calibration`),
+        stored as ``calibration`` with its digest ``calibration_sha256``; ``None``: uncalibrated.
     """
     path = Path(output_dir)
     path.mkdir(parents=True, exist_ok=True)
@@ -252,6 +271,9 @@ def save_bundle(
     }
     (path / STATS_MODEL_FILE).unlink(missing_ok=True)
     config.update(_save_model(path, model, stats_normalisation))
+    if calibration is not None:
+        config["calibration"] = dict(calibration)
+        config["calibration_sha256"] = calibration_digest(calibration)
     config["training"] = dict(training)
     config["library_versions"] = library_versions()
     config["created_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -294,11 +316,13 @@ def load_bundle(path: str | Path) -> Bundle:
         JSON, an unknown bundle format or model kind, a feature config that does not match its
         recorded version, labels that are not its taxonomy's (in taxonomy order) or do not match
         their digest (``labels_sha256``), weights holding NaN or infinity, weights whose names or
-        shapes do not fit the recorded architecture, or weights changed since training
-        (``weights_sha256`` in ``config.json``).
+        shapes do not fit the recorded architecture, weights changed since training
+        (``weights_sha256`` in ``config.json``), or a calibration that is edited, invalid or
+        missing where ``calibration_sha256`` declares one.
 
-    A bundle without ``labels_sha256`` (written before it existed) loads with a warning; pickle
-    files in the folder are never opened, and named in a warning.
+    A bundle without ``labels_sha256`` (written before it existed) loads with a warning, and so
+    does one without calibration (it predicts uncalibrated probabilities); pickle files in the
+    folder are never opened, and named in a warning.
     """
     path = Path(path)
     if not path.is_dir():
@@ -318,6 +342,11 @@ def load_bundle(path: str | Path) -> Bundle:
             "model bundle %s has no labels digest (written before labels_sha256 existed): its labels %s were "
             "checked against its taxonomy only; train it again to have them covered by a digest",
             path, list(bundle.labels),
+        )
+    if bundle.temperature is None:
+        logger.warning(
+            "model bundle %s has no calibration (written before it existed): its probabilities are the model's "
+            "own, uncalibrated; train it again to have calibrated confidence", path,
         )
     pickles = pickle_file_names(path)
     if pickles:
@@ -367,6 +396,7 @@ def _build_bundle(files: Mapping[str, bytes], *, where: Path, config_where: str 
     except UserError as exc:
         raise UserError(f"model bundle {where}: {exc}") from None
     _check_labels(labels, taxonomy, config, where=where)
+    _check_calibration(config, where=where)
     if feature_config.version() != config.get("feature_config_version"):
         raise UserError(
             f"model bundle {where}: its feature config hashes to {feature_config.version()}, not the recorded "
@@ -401,6 +431,33 @@ def _check_labels(labels: list[str], taxonomy: Taxonomy, config: Mapping[str, An
         raise UserError(
             f"model bundle {where}: its labels or taxonomy were edited after training (they do not match "
             f"labels_sha256 in {CONFIG_FILE}); train the bundle again"
+        )
+
+
+def _check_calibration(config: Mapping[str, Any], *, where: Path) -> None:
+    """Refuse a calibration that is missing where ``calibration_sha256`` declares one, edited
+    (not matching the digest), undeclared (no digest) or not a positive finite temperature."""
+    calibration, recorded = config.get("calibration"), config.get("calibration_sha256")
+    if calibration is None and recorded is None:
+        return
+    if calibration is None or recorded is None or not isinstance(calibration, dict):
+        what = "calibration_sha256 but no calibration" if calibration is None else "a calibration without its digest"
+        raise UserError(f"model bundle {where}: {CONFIG_FILE} has {what}; the bundle was edited, train it again")
+    try:
+        matches = recorded == calibration_digest(calibration)
+    except (TypeError, ValueError):
+        matches = False
+    if not matches:
+        raise UserError(
+            f"model bundle {where}: its calibration was edited after training (it does not match "
+            f"calibration_sha256 in {CONFIG_FILE}); train the bundle again"
+        )
+    temperature = calibration.get("temperature")
+    if calibration.get("method") != "temperature" or not isinstance(temperature, (int, float)) \
+            or not np.isfinite(temperature) or temperature <= 0:
+        raise UserError(
+            f"model bundle {where}: its calibration must be a temperature scaling with a positive finite "
+            f"temperature, got {calibration!r}; train the bundle again"
         )
 
 

@@ -28,16 +28,22 @@ class LogregConfig:
     ``"global"`` standardises the stats with the training set's mean and std only; ``"speaker"``
     first standardises each speaker's vectors with that speaker's own (:mod:`training.speaker_norm`),
     in training and wherever the model is applied (which then needs each row's speaker).
+    ``calibration_fraction`` (``--model logreg`` only): share of each fit's speakers held out of
+    a second fit whose probabilities on them fit the bundle's temperature
+    (:mod:`training.calibration`); the model itself is fitted on all the rows.
     """
 
     regularisation_c: float = 1.0
     max_iter: int = 3000
     class_balanced: bool = True
     normalisation: StatsNormalisation = "global"
+    calibration_fraction: float = 0.15
 
     def __post_init__(self) -> None:
         if self.regularisation_c <= 0 or self.max_iter < 1:
             raise ValueError("logreg.regularisation_c must be positive and logreg.max_iter at least 1")
+        if not 0 < self.calibration_fraction < 1:
+            raise ValueError("logreg.calibration_fraction must lie in (0, 1)")
         if self.normalisation not in STATS_NORMALISATIONS:
             raise ValueError(f"logreg.normalisation must be one of {list(STATS_NORMALISATIONS)}, got {self.normalisation!r}")
 
