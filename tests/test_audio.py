@@ -153,3 +153,13 @@ def test_a_decode_that_stops_before_the_header_s_length_is_a_decode_error(tmp_pa
     errors = _decode_errors(str(path), block_frames=(5000, 16000))
     assert errors == {("decode", "the audio stops before the end of the 4.00 s its header announces: the file is "
                                  "corrupt; re-encode it from an intact copy")}
+
+
+def test_a_short_decode_is_refused_except_where_the_header_length_is_an_estimate() -> None:
+    from ser_udfs.audio.decode import AudioInfo, _check_complete
+
+    header = AudioInfo(sample_rate=8000, channels=1, frames=16000, subtype="")
+    with pytest.raises(ClipError, match="stops before the end of the 2.00 s"):
+        _check_complete(12000, header, "OGG")
+    _check_complete(16000, header, "FLAC")
+    _check_complete(12000, header, "MP3")  # an MP3 without a Xing header: its frame count is estimated

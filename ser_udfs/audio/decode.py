@@ -142,7 +142,7 @@ def decode_audio(source: AudioSource) -> tuple[np.ndarray, AudioInfo]:
             raise ClipError("decode", f"cannot decode audio data: {str(exc).strip()}") from None
     if data.shape[0] == 0:
         raise ClipError("empty", "the file holds no audio samples")
-    _check_complete(data.shape[0], info)
+    _check_complete(data.shape[0], info, handle.format)
     info = AudioInfo(info.sample_rate, info.channels, data.shape[0], info.subtype)
     return np.ascontiguousarray(data.T), info
 
@@ -198,16 +198,22 @@ def _verify_ogg_pages(stream: BinaryIO) -> None:
         )
 
 
-def _check_complete(frames_read: int, header: AudioInfo) -> None:
+#: Formats whose header frame count may be an estimate (an MP3 without a Xing/LAME header gets
+#: one from its size and first bit rate): a shorter decode there is no sign of damage.
+_ESTIMATED_LENGTH_FORMATS = frozenset({"MP3"})
+
+
+def _check_complete(frames_read: int, header: AudioInfo, file_format: str) -> None:
     """Refuse a decode that ended before the frame count of the header: ``decode``.
 
-    libsndfile may stop without an error where a compressed stream (MP3, an Ogg stream whose pages
-    are intact but whose packets are not) is corrupt; a WAV cut short is not refused (libsndfile
-    derives its frame count from the file size). Where it stops depends on the sizes of the
-    reads, so the message leaves it out. (Ogg pages are checked first, by their checksums:
+    libsndfile may stop without an error where a compressed stream (an Ogg stream whose pages are
+    intact but whose packets are not, a FLAC frame) is corrupt; a WAV cut short is not refused
+    (libsndfile derives its frame count from the file size), nor an MP3, whose count may be an
+    estimate (:data:`_ESTIMATED_LENGTH_FORMATS`). Where decoding stops depends on the sizes of
+    the reads, so the message leaves it out. (Ogg pages are checked first, by their checksums:
     :func:`_check_ogg_pages`.)
     """
-    if frames_read < header.frames:
+    if file_format not in _ESTIMATED_LENGTH_FORMATS and frames_read < header.frames:
         raise ClipError(
             "decode",
             f"the audio stops before the end of the {header.duration_s:.2f} s its header announces: the file is "
@@ -256,7 +262,7 @@ def stream_audio_blocks(
                 raise ClipError("decode", f"cannot decode audio data: {str(exc).strip()}") from None
             if block.shape[0] == 0:
                 if frames_read:
-                    _check_complete(frames_read, info)
+                    _check_complete(frames_read, info, handle.format)
                 return
             frames_read += block.shape[0]
             yield np.ascontiguousarray(block.T), info
