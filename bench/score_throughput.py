@@ -93,7 +93,7 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     from ser_udfs.calls.stream import CallScoringConfig, WindowConfig, call_timeline, score_call
-    from training.inference import load_scoring_model
+    from training.inference import load_call_model
 
     config = CallScoringConfig(window=WindowConfig(hop_s=args.hop_s))
     rss_before = _rss_mb()
@@ -101,7 +101,7 @@ def child(args: argparse.Namespace) -> None:
         result = _decode_and_detect(Path(args.call), config)
         rss_loaded = rss_before
     else:
-        model = load_scoring_model(args.bundle)
+        model = load_call_model(args.bundle)
         rss_loaded = _rss_mb()
         started_cpu, started_wall = time.process_time(), time.perf_counter()
         scores = score_call(args.call, model, config)

@@ -48,7 +48,7 @@ from ser_udfs.spark.score import (
     table_ddls,
 )
 from training.bundle.load import Bundle
-from training.inference import ScoringModelFactory, load_scoring_model, model_id
+from training.inference import CallModel, ScoringModelFactory, load_scoring_model, model_id
 
 log = logging.getLogger("ser_spark.score_calls")
 
@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_output_arguments(parser)
     parser.add_argument("--channels", help="all | mix | customer | 0 | 1 | 0,1 (overrides channels.select)")
     parser.add_argument("--window-s", type=float, help="window length; must equal the model's clip length")
-    parser.add_argument("--hop-s", type=float, help="seconds between window starts (overrides window.hop_s)")
+    parser.add_argument("--hop-s", type=float, help="seconds between window starts inside a turn longer than the window (overrides window.hop_s)")
     parser.add_argument("--format", choices=["parquet", "csv"], help="table format (overrides output.format)")
     parser.add_argument("--plot", help="call id or end of a path: write its timeline to plots/<call_id>.png")
     return parser.parse_args(argv)
@@ -79,9 +79,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return list(args.overrides) + [f"{key}={value}" for key, value in flags.items() if value is not None]
 
 
-def _model_facts(bundle: Bundle, geometry: WindowGeometry) -> dict[str, Any]:
+def _model_facts(bundle: Bundle, geometry: WindowGeometry, call_model: CallModel) -> dict[str, Any]:
     """The manifest's ``model`` entry."""
     return {
+        "adapts_to_speaker": call_model.adapts_to_speaker,
         "path": str(bundle.path.resolve()),
         "model_id": model_id(bundle),
         "model_kind": bundle.model_kind,
@@ -203,11 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = resolve_config(ScoreJobConfig, args.config, _overrides(args))
     channels = config.channel_choice
     bundle = load_scoring_model(args.model)  # loaded and verified once, here
-    model = _model_facts(bundle, check_predictor(bundle, config.window))
+    call_model = CallModel(bundle)
+    model = _model_facts(bundle, check_predictor(call_model, config.window), call_model)
     log.info(
-        "model %s (%s, labels %s); windows of %.2f s every %.2f s at %d Hz; channels %s", model["model_id"],
-        bundle.model_kind, ", ".join(bundle.labels), model["window_s"], model["hop_s"],
-        bundle.feature_config.audio.target_sample_rate_hz, channels,
+        "model %s (%s, labels %s); turns scored whole up to %.2f s, longer ones in windows every %.2f s, at %d Hz; "
+        "channels %s; %s", model["model_id"], bundle.model_kind, ", ".join(bundle.labels), model["window_s"],
+        model["hop_s"], bundle.feature_config.audio.target_sample_rate_hz, channels,
+        f"adapts to each channel with at least {config.adaptation.min_windows} windows"
+        if call_model.adapts_to_speaker and config.adaptation.mode == "speaker" else "no speaker adaptation",
     )
     started = time.time()
     spark = build_spark("ser-score-calls")

@@ -21,23 +21,29 @@ manifest = json.load(open(f"{sys.argv[1]}/_manifest.json"))
 print("features:", sys.argv[1] + "/features", "| counts:", manifest["counts"], "| seconds:", manifest["timings_s"])
 PY
 
-echo "== 3/5 training: logistic regression (6-fold, speaker-independent) and a CNN (holdout of speakers)"
+echo "== 3/5 training: logistic regression (6-fold, speaker-independent) and a CNN fused with"
+echo "         per-speaker standardised statistics, the adaptive model (holdout of speakers)"
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/train.py --features "$OUT/features" \
   --model logreg --taxonomy core6 --output "$OUT/models/logreg-core6" --log-level WARNING
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/train.py --features "$OUT/features" \
-  --model cnn --taxonomy core6 --folds 1 --set cnn.max_epochs=12 --output "$OUT/models/cnn-core6" --log-level WARNING
+  --model cnn --taxonomy core6 --folds 1 --set cnn.max_epochs=12 --set cnn.stats_fusion_weight=0.35 \
+  --output "$OUT/models/adaptive-core6" --log-level WARNING
 
-echo "== 4/5 evaluating the CNN bundle on the table (its test speakers were held out in training)"
+echo "== 4/5 evaluating the adaptive bundle on the table (rows grouped by speaker; its test speakers were held out)"
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/evaluate.py --features "$OUT/features" \
-  --model "$OUT/models/cnn-core6" --output "$OUT/reports/cnn-core6" --log-level WARNING
+  --model "$OUT/models/adaptive-core6" --output "$OUT/reports/adaptive-core6" --log-level WARNING
 
-echo "== 5/5 scoring a generated stereo call (agent ch. 0, customer ch. 1, 8 kHz mu-law) with the CNN"
-python -m ser_udfs.synthetic.calls "$OUT/calls/demo_call.wav" --duration-s 90
+echo "== 5/5 scoring a generated stereo call (agent ch. 0, customer ch. 1, 8 kHz mu-law): each channel as one speaker"
+python -m ser_udfs.synthetic.calls "$OUT/calls/demo_call.wav" --duration-s 120
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/score_calls.py --input "$OUT/calls" \
-  --model "$OUT/models/cnn-core6" --output "$OUT/scores" --plot demo_call.wav --log-level WARNING
+  --model "$OUT/models/adaptive-core6" --output "$OUT/scores" --plot demo_call.wav --log-level WARNING
 python - "$OUT/scores" <<'PY'
 import json, sys
+import pandas as pd
 m = json.load(open(f"{sys.argv[1]}/_manifest.json"))
 print("segments:", sys.argv[1] + "/segments", "| calls:", sys.argv[1] + "/calls", "| errors:", sys.argv[1] + "/errors")
 print("timeline plot:", m["plot"], "| counts:", m["counts"])
+for row in pd.read_parquet(f"{sys.argv[1]}/calls").to_dict("records"):
+    print(f"call {row['call_id']}: adaptation {dict(row['adaptation'])} from windows {dict(row['channel_windows'])}; "
+          f"dominant emotion {row['dominant_emotion']}")
 PY

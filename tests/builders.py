@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ser_udfs.audio.decode import decode_audio
 from ser_udfs.audio.preprocess import condition_clip, to_mono_target_rate
 from ser_udfs.features.compute import compute_features_batch
 from ser_udfs.features.config import AudioConfig, FeatureConfig
-from ser_udfs.synthetic.calls import Turn, synth_call
+from ser_udfs.synthetic.calls import Turn, synth_call, write_call
 from training.models.embedding_head import EmbeddingHeadTrainConfig, HeadConfig
 from training.splits import SplitConfig
 
@@ -98,23 +99,32 @@ STEREO_TURNS = [
 def call_bundle(directory: Path) -> Path:
     """A logreg bundle that tells angry from sad telephone speech of both channels' voices.
 
-    Trained with the training code's own functions on windows cut from calls rendered like the
-    test calls (8 kHz, telephone band, windows on the hop grid, partial utterances included),
-    so scoring tests check the pipeline, not the model.
+    Trained with the training code's own functions on the windows scoring cuts from the detected
+    turns of calls rendered like the test calls (8 kHz, telephone band, the four telephone
+    encodings; turns of 3 and 3.5 s), so scoring tests check the pipeline, not the model.
     """
+    from ser_udfs.audio.vad import VadConfig, detect_speech
+    from ser_udfs.calls.stream import WindowConfig, turn_windows, window_geometry
     from training.bundle.load import save_bundle
     from training.models.logreg import LogregConfig, fit_logreg
     from training.taxonomy import Taxonomy
 
     config = FeatureConfig()
+    geometry = window_geometry(config, WindowConfig())
+    rate = config.audio.target_sample_rate_hz
     clips, targets = [], []
     for target, label in enumerate(CALL_LABELS):
         for channel in (0, 1):
             for seed in range(4):
-                call = synth_call([Turn(channel, 1.0, 4.0, label)], duration_s=6.0, channels=2, seed=50 + seed)
-                mono = to_mono_target_rate(call[channel : channel + 1], 8000, config.audio)
-                for start in (0, 24000, 48000):
-                    clips.append(condition_clip(mono[start : start + config.audio.clip_samples], config.audio))
+                length_s = (3.0, 3.5)[seed % 2]
+                call = synth_call([Turn(channel, 1.0, 1.0 + length_s, label)], duration_s=6.0, channels=2, seed=50 + seed)
+                encoding = ("pcm16", "ulaw", "gsm", "alaw")[seed]  # GSM 6.10 WAV is mono only: write the channel
+                written = write_call(directory.parent / f"{directory.name}-train.{encoding}.wav", call[channel], 8000,
+                                     encoding=encoding)
+                mono = to_mono_target_rate(decode_audio(written)[0], 8000, config.audio)
+                for start, end in [unit for turn in detect_speech(mono, rate, VadConfig()).tolist()
+                                   for unit in turn_windows(*turn, geometry)]:
+                    clips.append(condition_clip(mono[start:end], config.audio))
                     targets.append(target)
     stats = compute_features_batch(np.stack(clips), 16000, config)["stats"]
     model = fit_logreg(stats, np.array(targets), n_classes=len(CALL_LABELS), config=LogregConfig(), seed=0)
@@ -122,6 +132,117 @@ def call_bundle(directory: Path) -> Path:
         directory, model=model, taxonomy=Taxonomy("test", CALL_LABELS), labels=CALL_LABELS, feature_config=config,
         training={"note": "tests"}, metrics={},
     )
+
+
+#: Spectral tilt of the voices of the speaker-adaptation tests: a pre-emphasis ("bright") on top of
+#: the synthetic voice is an offset that moves every stats vector of the speaker across the
+#: angry-vs-sad boundary of a model trained on plain voices.
+SPEAKER_TILTS = {"bright": ([1.0, -0.7], [1.0]), "plain": ([1.0], [1.0])}
+
+
+def speaker_channel(turns_emotions: Sequence[str], *, speaker: int, tilt: str, seed: int, turn_s: float = 2.5,
+                    pause_s: float = 1.0, lead_s: float = 0.5) -> tuple[np.ndarray, list[Turn]]:
+    """One speaker's channel at 8 kHz: the emotions as turns, through the speaker's tilt.
+
+    Returns the channel ``[n]`` (float32) and its turns. ``speaker`` picks the synthetic voice
+    (a channel number of :func:`ser_udfs.synthetic.calls.synth_call`).
+    """
+    from scipy import signal
+
+    turns = speaker_turns(turns_emotions, turn_s=turn_s, pause_s=pause_s, lead_s=lead_s)
+    duration_s = lead_s + len(turns) * (turn_s + pause_s)
+    call = synth_call([Turn(speaker, t.start_s, t.end_s, t.emotion) for t in turns], duration_s=duration_s,
+                      channels=speaker + 1, seed=seed)[speaker]
+    numerator, denominator = SPEAKER_TILTS[tilt]
+    tilted = signal.lfilter(numerator, denominator, call)
+    tilted *= 0.5 / max(1e-6, float(np.max(np.abs(tilted))))
+    return tilted.astype(np.float32), turns
+
+
+def speaker_turns(emotions: Sequence[str], *, turn_s: float = 2.5, pause_s: float = 1.0,
+                  lead_s: float = 0.5) -> list[Turn]:
+    """The turns of :func:`speaker_channel` (on channel 0)."""
+    return [Turn(0, lead_s + k * (turn_s + pause_s), lead_s + k * (turn_s + pause_s) + turn_s, emotion)
+            for k, emotion in enumerate(emotions)]
+
+
+def turn_label(turns: Sequence[Turn], time_s: float) -> str | None:
+    """The emotion of the turn nearest ``time_s`` within 0.3 s (VAD padding), or None."""
+    for turn in turns:
+        if turn.start_s - 0.3 <= time_s <= turn.end_s + 0.3:
+            return turn.emotion
+    return None
+
+
+def two_speaker_call(*, seed: int = 5) -> np.ndarray:
+    """A stereo 8 kHz call ``[2, n]``: a plain voice on channel 0, a bright one on channel 1, each
+    with eight turns alternating angry and sad (channel 1 starts with sad); see
+    :func:`two_speaker_turns`."""
+    channels = [speaker_channel(emotions, speaker=speaker, tilt=tilt, seed=seed + index)[0]
+                for index, (speaker, tilt, emotions) in enumerate(_TWO_SPEAKERS)]
+    call = np.zeros((2, max(channel.size for channel in channels)), dtype=np.float32)
+    for index, channel in enumerate(channels):
+        call[index, : channel.size] = channel
+    return call
+
+
+def two_speaker_turns() -> list[list[Turn]]:
+    """The turns of each channel of :func:`two_speaker_call` (``Turn.channel`` is 0 in both)."""
+    return [speaker_turns(emotions) for _, _, emotions in _TWO_SPEAKERS]
+
+
+_TWO_SPEAKERS = [
+    (9, "plain", [CALL_LABELS[k % 2] for k in range(8)]),
+    (10, "bright", [CALL_LABELS[(k + 1) % 2] for k in range(8)]),
+]
+
+
+def adaptive_call_bundles(directory: Path) -> tuple[Path, Path]:
+    """Two bundles of the speaker-adaptation tests, trained on the same turn windows of speakers of
+    every tilt: a CNN fused with a logreg on stats standardised per speaker (the CNN's classifier
+    is zero, so it says nothing: the fused model's label is the stats model's, and the fallback
+    is uniform) and a logreg on the stats with global standardisation."""
+    from ser_udfs.audio.vad import VadConfig, detect_speech
+    from ser_udfs.calls.stream import WindowConfig, turn_windows, window_geometry
+    from training.bundle.load import save_bundle
+    from training.models.cnn import CnnConfig, build_model
+    from training.models.fusion import FusedModel
+    from training.models.logreg import LogregConfig, fit_logreg
+    from training.speaker_norm import speaker_standardise
+    from training.taxonomy import Taxonomy
+
+    config = FeatureConfig()
+    geometry = window_geometry(config, WindowConfig())
+    rate = config.audio.target_sample_rate_hz
+    clips, targets, speakers = [], [], []
+    for speaker, tilt in enumerate(("plain",) * 6):  # the offset of a bright voice is never seen in training
+        channel, turns = speaker_channel([CALL_LABELS[k % 2] for k in range(8)], speaker=2 + speaker, tilt=tilt,
+                                         seed=70 + speaker)
+        mono = to_mono_target_rate(channel[None, :], 8000, config.audio)
+        for start, end in [unit for turn in detect_speech(mono, rate, VadConfig()).tolist()
+                           for unit in turn_windows(*turn, geometry)]:
+            clips.append(condition_clip(mono[start:end], config.audio))
+            targets.append(CALL_LABELS.index(turn_label(turns, (start + end) / 2 / rate)))
+            speakers.append(speaker)
+    stats = compute_features_batch(np.stack(clips), rate, config)["stats"]
+    targets_array, speakers_array = np.array(targets), np.array(speakers)
+    taxonomy = Taxonomy("test", CALL_LABELS)
+    adaptive_stats = fit_logreg(speaker_standardise(stats, speakers_array), targets_array, n_classes=2,
+                                config=LogregConfig(), seed=0)
+    cnn_config = CnnConfig(channels=(4, 8))
+    log_mel = compute_features_batch(np.stack(clips[:2]), rate, config)["log_mel"]
+    cnn = build_model(cnn_config, input_rows=(log_mel.shape[1],), n_classes=2, train_features=log_mel, seed=0)
+    with torch.no_grad():
+        cnn.classifier.weight.zero_()
+        cnn.classifier.bias.zero_()
+    adaptive = save_bundle(
+        directory / "adaptive", model=FusedModel(cnn, adaptive_stats, 0.5), taxonomy=taxonomy, labels=CALL_LABELS,
+        feature_config=config, training={"note": "tests"}, metrics={}, stats_normalisation="speaker",
+    )
+    global_model = fit_logreg(stats, targets_array, n_classes=2, config=LogregConfig(), seed=0)
+    plain = save_bundle(directory / "global", model=global_model, taxonomy=taxonomy, labels=CALL_LABELS,
+                        feature_config=config, training={"note": "tests"}, metrics={})
+    return adaptive, plain
 
 
 def random_logreg_bundle(directory: Path) -> Path:

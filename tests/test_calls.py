@@ -13,6 +13,7 @@ import soundfile as sf
 from ser_udfs.audio.decode import AudioInfo, decode_audio
 from ser_udfs.calls.stream import (
     UNCERTAIN_LABEL,
+    AdaptationConfig,
     CallScores,
     CallScoringConfig,
     ChannelScores,
@@ -30,6 +31,7 @@ from ser_udfs.calls.stream import (
     predict_windows,
     score_call,
     smooth_probabilities,
+    turn_windows,
     window_batch,
     window_geometry,
 )
@@ -38,13 +40,21 @@ from ser_udfs.features.config import AudioConfig, FeatureConfig
 from ser_udfs.features.compute import compute_features_batch
 from ser_udfs.audio.preprocess import condition_clip, to_mono_target_rate
 from ser_udfs.synthetic.calls import Turn, synth_call, write_call, write_demo_call
-from tests.builders import CALL_LABELS, STEREO_TURNS, call_bundle
+from tests.builders import (
+    CALL_LABELS,
+    STEREO_TURNS,
+    adaptive_call_bundles,
+    call_bundle,
+    turn_label,
+    two_speaker_call,
+    two_speaker_turns,
+)
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory):
-    from training.bundle.load import load_bundle
+    from training.inference import load_call_model
 
-    return load_bundle(call_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg"))
+    return load_call_model(call_bundle(tmp_path_factory.mktemp("bundle") / "tiny-logreg"))
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +148,8 @@ def test_a_call_shorter_than_a_window_gets_one_window(bundle, tmp_path: Path) ->
     call = synth_call([Turn(0, 0.2, 1.6, "angry")], duration_s=1.8, channels=1, sample_rate=8000, seed=3)
     config = CallScoringConfig()
     scores = score_call(write_call(tmp_path / "short.wav", call, 8000), bundle, config)
-    assert scores.channels[0].window_starts.tolist() == [0]
+    (turn,) = scores.channels[0].regions.tolist()
+    assert scores.channels[0].windows.tolist() == [turn]
     segments, summary = call_timeline(scores, config)
     assert segments[0].start_s == 0.0 and segments[-1].end_s == pytest.approx(1.8)
     assert any(segment.label is not None for segment in segments)
@@ -172,15 +183,19 @@ def test_streaming_equals_whole_file_and_the_training_path(bundle, stereo_call: 
     streamed = score_call(stereo_call, bundle, CallScoringConfig(stream=StreamConfig(block_s=0.37, batch_windows=3)))
     for a, b in zip(whole.channels, streamed.channels):
         np.testing.assert_array_equal(a.regions, b.regions)
-        np.testing.assert_array_equal(a.window_starts, b.window_starts)
+        np.testing.assert_array_equal(a.windows, b.windows)
+        np.testing.assert_array_equal(a.turns, b.turns)
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
-    # each window equals what the training code computes from the whole decoded file
+    # the windows are those of each final turn, and each equals what the training code computes
+    # from the whole decoded file
     decoded, info = decode_audio(stereo_call)
     audio = bundle.feature_config.audio
     for index, channel in enumerate(streamed.channels):
+        expected_windows = [unit for start, end in channel.regions.tolist() for unit in turn_windows(start, end, streamed.geometry)]
+        assert channel.windows.tolist() == [list(unit) for unit in expected_windows]
         mono = to_mono_target_rate(decoded[index : index + 1], info.sample_rate, audio)
-        clips = np.stack([condition_clip(mono[start : start + audio.clip_samples], audio) for start in channel.window_starts])
-        expected = bundle.predict_proba(compute_features_batch(clips, 16000, bundle.feature_config))
+        clips = np.stack([condition_clip(mono[start:end], audio) for start, end in channel.windows])
+        expected = bundle.bundle.predict_proba(compute_features_batch(clips, 16000, bundle.feature_config))
         np.testing.assert_allclose(channel.probabilities, expected, atol=1e-5)
 
 
@@ -228,74 +243,97 @@ def test_windows_without_signal_are_left_out_as_extraction_leaves_out_silent_cli
     assert kept == [1]
     assert probabilities.shape == (1, len(CALL_LABELS)) and probabilities.dtype == np.float32
     kept, probabilities = predict_windows(bundle, [dc_offset])
-    assert kept == [] and probabilities.shape == (0, len(CALL_LABELS))
+    assert kept == [] and probabilities.shape[0] == 0
 
 
-def test_smoothing_averages_neighbouring_windows_only() -> None:
-    starts = np.array([0, 10, 20, 50]) * 100
+def test_smoothing_averages_neighbouring_windows_of_the_same_turn_only() -> None:
+    turns = np.array([0, 0, 0, 1])
     probabilities = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.8]], dtype=np.float32)
-    smoothed = smooth_probabilities(starts, probabilities, 1000, 3)
+    smoothed = smooth_probabilities(turns, probabilities, 3)
     expected = np.array([[0.5, 0.5], [2 / 3, 1 / 3], [0.5, 0.5], [0.2, 0.8]])
     np.testing.assert_allclose(smoothed, expected, atol=1e-6)
-    np.testing.assert_array_equal(smooth_probabilities(starts, probabilities, 1000, 1), probabilities)
+    np.testing.assert_array_equal(smooth_probabilities(turns, probabilities, 1), probabilities)
 
 
-def _three_window_channel() -> tuple[WindowGeometry, ChannelScores]:
-    """Channel "1" of a 10 s call at 10 Hz: speech 1-5.5 s and 8-9 s, three windows (angry, angry, sad)."""
+def test_turns_are_scored_whole_up_to_the_clip_length_and_windowed_inside_when_longer() -> None:
+    geometry = WindowGeometry(sample_rate=10, window_samples=30, hop_samples=15, min_speech_samples=5)
+    assert turn_windows(10, 14, geometry) == []  # shorter than min_speech_s
+    assert turn_windows(10, 40, geometry) == [(10, 40)]  # whole, up to the window length
+    assert turn_windows(10, 55, geometry) == [(10, 40), (25, 55)]  # the last regular window ends at the end
+    assert turn_windows(10, 62, geometry) == [(10, 40), (25, 55), (32, 62)]  # one more, ending at the turn's end
+    for start, end in [(0, 31), (7, 100), (3, 200)]:
+        units = turn_windows(start, end, geometry)
+        assert units[0][0] == start and units[-1][1] == end
+        assert all(b - a == 30 for a, b in units)
+        assert all(b[0] - a[0] <= 15 for a, b in zip(units, units[1:]))
+
+
+def test_windows_never_span_a_pause_between_turns(bundle, stereo_call: Path) -> None:
+    scores = score_call(stereo_call, bundle, CallScoringConfig())
+    for channel in scores.channels:
+        assert len(channel.windows) > 0
+        for (start, end), turn in zip(channel.windows.tolist(), channel.turns.tolist()):
+            region_start, region_end = channel.regions[turn]
+            assert region_start <= start < end <= region_end
+
+
+def _two_turn_channel() -> tuple[WindowGeometry, ChannelScores]:
+    """Channel "1" of a 10 s call at 10 Hz: turns 1-5.5 s (two windows: angry, sad) and 8-9 s (no window)."""
     geometry = WindowGeometry(sample_rate=10, window_samples=30, hop_samples=15, min_speech_samples=5)
     channel = ChannelScores(
         name="1",
         n_samples=100,
         regions=np.array([[10, 55], [80, 90]]),
-        window_starts=np.array([0, 15, 30]),
-        probabilities=np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8]], dtype=np.float32),
+        windows=np.array([[10, 40], [25, 55]]),
+        turns=np.array([0, 0]),
+        probabilities=np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32),
     )
     return geometry, channel
 
 
-def test_segments_tile_the_channel_and_follow_the_windows() -> None:
-    geometry, channel = _three_window_channel()
+def test_segments_tile_the_channel_and_follow_the_turns_windows() -> None:
+    geometry, channel = _two_turn_channel()
     segments = channel_segments(channel, CALL_LABELS, geometry, smoothing=1)
-    summary = [(s.start_s, s.end_s, s.speech, s.label) for s in segments]
-    # pieces: [1,1.5) windows 0 → angry; [1.5,3) windows 0,1 → angry; [3,4.5) windows 1,2 → 0.5/0.5
-    # → angry (first on a tie); [4.5,5.5) window 2 → sad; [8,9) no window → speech without label
+    summary = [(s.start_s, s.end_s, s.speech, s.turn, s.label) for s in segments]
+    # pieces of turn 0: [1,2.5) window 0 → angry 0.9; [2.5,4) windows 0,1 → 0.55 angry; [4,5.5)
+    # window 1 → sad; turn 1 has no window → speech without label
     assert summary == [
-        (0.0, 1.0, False, None),
-        (1.0, 4.5, True, "angry"),
-        (4.5, 5.5, True, "sad"),
-        (5.5, 8.0, False, None),
-        (8.0, 9.0, True, None),
-        (9.0, 10.0, False, None),
+        (0.0, 1.0, False, None, None),
+        (1.0, 4.0, True, 0, "angry"),
+        (4.0, 5.5, True, 0, "sad"),
+        (5.5, 8.0, False, None, None),
+        (8.0, 9.0, True, 1, None),
+        (9.0, 10.0, False, None, None),
     ]
     angry = segments[1]
-    expected = (0.5 * np.array([0.9, 0.1]) + 1.5 * np.array([0.85, 0.15]) + 1.5 * np.array([0.5, 0.5])) / 3.5
+    expected = (np.array([0.9, 0.1]) + np.array([0.55, 0.45])) / 2
     np.testing.assert_allclose(angry.probabilities, expected, atol=1e-6)
     assert angry.confidence == pytest.approx(expected[0])
 
 
 def test_low_confidence_speech_is_uncertain_and_left_out_of_the_shares() -> None:
-    geometry, channel = _three_window_channel()
+    geometry, channel = _two_turn_channel()
     scores = CallScores(AudioInfo(10, 1, 100, "PCM_16"), geometry, CALL_LABELS, [channel])
 
     def timeline(min_confidence: float):
         config = CallScoringConfig(smoothing=SmoothingConfig(windows=1), summary=SummaryConfig(min_confidence=min_confidence))
         return call_timeline(scores, config)
 
-    # pieces (as in the test above): [1,1.5) top 0.9, [1.5,3) 0.85, [3,4.5) 0.5, [4.5,5.5) 0.8
+    # pieces (as in the test above): [1,2.5) top 0.9, [2.5,4) 0.55, [4,5.5) 0.8
     segments, summary = timeline(0.7)
     assert [(s.start_s, s.end_s, s.label) for s in segments if s.speech] == [
-        (1.0, 3.0, "angry"), (3.0, 4.5, UNCERTAIN_LABEL), (4.5, 5.5, "sad"), (8.0, 9.0, None),
+        (1.0, 2.5, "angry"), (2.5, 4.0, UNCERTAIN_LABEL), (4.0, 5.5, "sad"), (8.0, 9.0, None),
     ]
     uncertain = segments[2]
-    assert uncertain.confidence == pytest.approx(0.5) and uncertain.probabilities is not None
+    assert uncertain.confidence == pytest.approx(0.55) and uncertain.probabilities is not None
     assert summary.uncertain_s == pytest.approx(1.5)
-    assert summary.emotion_share == pytest.approx({"angry": 2.0 / 3.0, "sad": 1.0 / 3.0})
-    assert summary.dominant_emotion == "angry"
+    assert summary.emotion_share == pytest.approx({"angry": 0.5, "sad": 0.5})
 
     segments, summary = timeline(0.0)  # the default: off
     assert UNCERTAIN_LABEL not in {s.label for s in segments}
     assert summary.uncertain_s == 0.0
-    assert summary.emotion_share == pytest.approx({"angry": 3.5 / 4.5, "sad": 1.0 / 4.5})
+    assert summary.emotion_share == pytest.approx({"angry": 3.0 / 4.5, "sad": 1.5 / 4.5})
+    assert summary.dominant_emotion == "angry"
     with pytest.raises(ValueError, match="min_confidence"):
         SummaryConfig(min_confidence=1.5)
 
@@ -330,3 +368,100 @@ def test_demo_call_writer(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "demo.wav.turns.json").read_text())
     assert [Turn(**item) for item in written] == turns
     assert {turn.channel for turn in turns} == {0, 1}
+
+
+# --- speaker adaptation -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adaptive_bundles(tmp_path_factory: pytest.TempPathFactory):
+    from training.inference import load_call_model
+
+    adaptive, plain = adaptive_call_bundles(tmp_path_factory.mktemp("adaptive"))
+    return load_call_model(adaptive), load_call_model(plain)
+
+
+@pytest.fixture(scope="module")
+def two_speaker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_call(tmp_path_factory.mktemp("two") / "two.wav", two_speaker_call(), 8000, encoding="ulaw")
+
+
+def _window_accuracy(channel: ChannelScores, turns: list[Turn]) -> float:
+    truth = [turn_label(turns, (start + end) / 2 / 16000) for start, end in channel.windows.tolist()]
+    predicted = [CALL_LABELS[index] for index in channel.probabilities.argmax(axis=1)]
+    return float(np.mean([a == b for a, b in zip(truth, predicted)]))
+
+
+ADAPT_FROM_4 = CallScoringConfig(adaptation=AdaptationConfig(min_windows=4))
+
+
+def test_per_channel_statistics_undo_a_speaker_offset_that_global_statistics_do_not(adaptive_bundles, two_speaker_path):
+    adaptive, plain = adaptive_bundles
+    turns = two_speaker_turns()
+    adapted = score_call(two_speaker_path, adaptive, ADAPT_FROM_4)
+    assert [channel.adaptation for channel in adapted.channels] == ["speaker", "speaker"]
+    assert [_window_accuracy(channel, own) for channel, own in zip(adapted.channels, turns)] >= [0.8, 0.8]
+    # the same training windows with global statistics: the bright voice on channel 1 is mislabelled
+    global_scores = score_call(two_speaker_path, plain, ADAPT_FROM_4)
+    assert [channel.adaptation for channel in global_scores.channels] == ["none", "none"]
+    assert _window_accuracy(global_scores.channels[0], turns[0]) >= 0.8
+    assert _window_accuracy(global_scores.channels[1], turns[1]) <= 0.6
+
+
+def test_the_statistics_of_a_channel_are_its_own_windows_over_the_whole_call(adaptive_bundles, two_speaker_path):
+    adaptive, _ = adaptive_bundles
+    scores = score_call(two_speaker_path, adaptive, CallScoringConfig(
+        adaptation=AdaptationConfig(min_windows=4), stream=StreamConfig(block_s=0.7, batch_windows=3)))
+    decoded, info = decode_audio(two_speaker_path)
+    audio = adaptive.feature_config.audio
+    for index, channel in enumerate(scores.channels):
+        mono = to_mono_target_rate(decoded[index : index + 1], info.sample_rate, audio)
+        clips = np.stack([condition_clip(mono[start:end], audio) for start, end in channel.windows])
+        batch = compute_features_batch(clips, 16000, adaptive.feature_config)
+        # the training path: every clip of the channel as one speaker's
+        expected = adaptive.bundle.predict_proba(batch, groups=np.zeros(len(clips)))
+        np.testing.assert_allclose(channel.probabilities, expected, atol=1e-5)
+
+
+def test_a_channel_with_too_little_speech_falls_back_and_says_so(adaptive_bundles, two_speaker_path):
+    adaptive, _ = adaptive_bundles
+    scores = score_call(two_speaker_path, adaptive, CallScoringConfig(adaptation=AdaptationConfig(min_windows=100)))
+    assert [channel.adaptation for channel in scores.channels] == ["none", "none"]
+    for channel in scores.channels:  # the CNN alone, whose classifier here is zero: uniform
+        np.testing.assert_allclose(channel.probabilities, 0.5, atol=1e-6)
+    off = score_call(two_speaker_path, adaptive, CallScoringConfig(adaptation=AdaptationConfig(mode="off")))
+    assert [channel.adaptation for channel in off.channels] == ["none", "none"]
+    with pytest.raises(ValueError, match="adaptation.mode"):
+        AdaptationConfig(mode="global")
+
+
+def test_a_mono_call_and_the_mix_are_one_speaker(adaptive_bundles, two_speaker_path, tmp_path: Path):
+    adaptive, _ = adaptive_bundles
+    mono = write_call(tmp_path / "mono.wav", two_speaker_call()[1], 8000)
+    (channel,) = score_call(mono, adaptive, ADAPT_FROM_4).channels
+    assert (channel.name, channel.adaptation) == ("0", "speaker")
+    (mixed,) = score_call(two_speaker_path, adaptive, ADAPT_FROM_4, channels="mix").channels
+    assert (mixed.name, mixed.adaptation) == ("mix", "speaker")
+
+
+def test_a_channel_without_speech_is_not_adapted_and_the_other_is(adaptive_bundles, tmp_path: Path):
+    adaptive, _ = adaptive_bundles
+    call = two_speaker_call()
+    call[1] = 0.0
+    scores = score_call(write_call(tmp_path / "one-sided.wav", call, 8000, encoding="ulaw"), adaptive, ADAPT_FROM_4)
+    assert [(c.adaptation, len(c.windows) > 0) for c in scores.channels] == [("speaker", True), ("none", False)]
+    segments, summary = call_timeline(scores, ADAPT_FROM_4)
+    assert summary.status == "ok" and summary.speech_s["1"] == 0.0
+
+
+def test_a_logreg_standardised_per_speaker_has_no_fallback_and_is_refused(tmp_path: Path):
+    from training.bundle.load import load_bundle, save_bundle
+    from training.inference import CallModel
+
+    tiny = load_bundle(call_bundle(tmp_path / "tiny"))
+    per_speaker = load_bundle(save_bundle(
+        tmp_path / "per-speaker", model=tiny.model, taxonomy=tiny.taxonomy, labels=tiny.labels,
+        feature_config=tiny.feature_config, training={"note": "tests"}, metrics={}, stats_normalisation="speaker",
+    ))
+    with pytest.raises(UserError, match="nothing to fall back to"):
+        CallModel(per_speaker)

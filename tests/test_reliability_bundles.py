@@ -92,16 +92,21 @@ def test_torch_weights_that_are_not_finite_are_refused() -> None:
 class _BrokenModel:
     """A predictor whose probabilities are NaN for windows louder than ``loud``."""
 
+    adapts_to_speaker = False
+
     def __init__(self, bundle: Bundle, loud: float) -> None:
         self.bundle, self.loud = bundle, loud
         self.labels = bundle.labels
         self.feature_config = bundle.feature_config
 
-    def predict_proba(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def window_outputs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         probabilities = self.bundle.predict_proba(batch)
         rms = np.sqrt(np.mean(np.square(batch["waveform"]), axis=1))
         probabilities[rms > self.loud] = np.nan
         return probabilities
+
+    def channel_probabilities(self, outputs: np.ndarray, *, adapt: bool) -> np.ndarray:
+        return outputs
 
 
 def test_a_window_the_model_gives_nan_probabilities_is_an_error_of_its_call(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ from ser_udfs.features.extract_file import clip_id_for
 from ser_udfs.spark.listing import local_uri
 from ser_udfs.spark.score import make_score_fn, output_ddl
 from ser_udfs.synthetic.calls import Turn, synth_call, write_call
-from tests.builders import CALL_LABELS, STEREO_TURNS, call_bundle
+from tests.builders import CALL_LABELS, STEREO_TURNS, adaptive_call_bundles, call_bundle, two_speaker_call
 from training.bundle.load import load_bundle
-from training.inference import ScoringModelFactory, model_id
+from training.inference import CallModel, ScoringModelFactory, model_id
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
     assert stereo["uncertain_s"] == 0.0  # summary.min_confidence is off by default
     assert calls.loc[local_uri(str(calls_dir / "silent.wav")), "status"] == "no_speech"
     assert list(segments.columns) == [
-        "call_id", "path", "channel", "start_s", "end_s", "speech", "label", "confidence",
+        "call_id", "path", "channel", "start_s", "end_s", "speech", "turn", "label", "confidence",
         "prob_angry", "prob_sad", "model_id",
     ]
     own = segments[segments["path"] == stereo_uri]
@@ -126,7 +126,7 @@ def test_a_window_the_model_cannot_take_is_refused_before_spark_starts(bundle_di
     assert not (tmp_path / "out").exists()
 
 
-def test_a_model_that_standardises_stats_per_speaker_is_refused(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+def test_a_logreg_that_standardises_stats_per_speaker_is_refused(bundle_dir: Path, tmp_path: Path, capsys) -> None:
     from training.bundle.load import save_bundle
 
     tiny = load_bundle(bundle_dir)
@@ -136,8 +136,33 @@ def test_a_model_that_standardises_stats_per_speaker_is_refused(bundle_dir: Path
     )
     status = run(main, ["--input", str(tmp_path), "--model", str(per_speaker), "--output", str(tmp_path / "out")])
     assert status == 2
-    assert "several clips per speaker" in capsys.readouterr().err
+    assert "nothing to fall back to on a channel with little speech" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.spark
+def test_an_adaptive_bundle_adapts_to_each_channel_and_says_so(spark, tmp_path: Path) -> None:
+    adaptive, _ = adaptive_call_bundles(tmp_path / "bundles")
+    calls = tmp_path / "calls"
+    write_call(calls / "two-speakers.wav", two_speaker_call(), 8000, encoding="ulaw")
+    write_call(calls / "one-speaker.wav", two_speaker_call()[:1, : 8000 * 8], 8000)
+    output = tmp_path / "scores"
+    status = run(main, ["--input", str(calls), "--model", str(adaptive), "--output", str(output),
+                        "--set", "adaptation.min_windows=4"])
+    assert status == 0
+    rows = {row["call_id"]: row for row in pd.read_parquet(output / "calls").to_dict("records")}
+    two = rows[clip_id_for(local_uri(str(calls / "two-speakers.wav")))]
+    assert dict(two["adaptation"]) == {"0": "speaker", "1": "speaker"}
+    assert all(count >= 4 for count in dict(two["channel_windows"]).values())
+    assert sum(dict(two["channel_windows"]).values()) == two["windows_scored"]
+    one = rows[clip_id_for(local_uri(str(calls / "one-speaker.wav")))]
+    assert dict(one["adaptation"]) == {"0": "none"}  # 8 s: too few windows, the CNN alone
+    segments = pd.read_parquet(output / "segments")
+    speech = segments[segments["speech"]]
+    assert speech["turn"].notna().all() and segments[~segments["speech"]]["turn"].isna().all()
+    manifest = json.loads((output / "_manifest.json").read_text())
+    assert manifest["model"]["adapts_to_speaker"] is True
+    assert manifest["config"]["adaptation"] == {"mode": "speaker", "min_windows": 4}
 
 
 class _Counter:
@@ -185,14 +210,14 @@ def test_the_worker_factory_rebuilds_the_bundle_from_its_bytes_alone(bundle_dir:
     bundle = load_bundle(moved)
     factory = pickle.loads(pickle.dumps(ScoringModelFactory(files=_Broadcast(bundle.files), source=str(moved), torch_threads=0)))
     shutil.rmtree(moved)  # the worker never reads the folder
-    rebuilt = factory()
+    rebuilt = factory().bundle  # the worker's CallModel wraps the bundle
     assert (rebuilt.labels, rebuilt.path, model_id(rebuilt)) == (bundle.labels, bundle.path, model_id(bundle))
     stats = np.random.default_rng(0).standard_normal((3, bundle.model.n_stats)).astype(np.float32)
     np.testing.assert_array_equal(rebuilt.predict_proba({"stats": stats}), bundle.predict_proba({"stats": stats}))
 
 
 def test_bytes_read_by_spark_score_like_the_file(bundle_dir: Path, calls_dir: Path) -> None:
-    bundle = load_bundle(bundle_dir)
+    bundle = CallModel(load_bundle(bundle_dir))
     path = local_uri(str(calls_dir / "stereo.wav"))
     by_path = spark_score.call_rows(path, str(calls_dir / "stereo.wav"), bundle, CallScoringConfig(), "all", "m")
     by_bytes = spark_score.call_rows(path, (calls_dir / "stereo.wav").read_bytes(), bundle, CallScoringConfig(), "all", "m")
@@ -237,6 +262,6 @@ def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_
     reference = load_bundle(path).predict_proba(batch)
     assert np.ptp(reference[:, 0]) > 1e-3  # the check below compares outputs that differ
     np.testing.assert_allclose(scoring.predict_proba(batch), reference, atol=1e-5)
-    in_worker = ScoringModelFactory(files=_Broadcast(scoring.files), source=str(path), torch_threads=0)()
+    in_worker = ScoringModelFactory(files=_Broadcast(scoring.files), source=str(path), torch_threads=0)().bundle
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in in_worker.model.modules())
     np.testing.assert_array_equal(in_worker.predict_proba(batch), scoring.predict_proba(batch))

@@ -53,3 +53,16 @@ def test_table_feature_config_must_match_the_rows() -> None:
         table_feature_config(frame.assign(feature_config_version=["a", "b"]), config.to_dict())
     with pytest.raises(UserError, match="manifest"):
         table_feature_config(frame, FeatureConfig().to_dict())
+
+
+def test_augmented_copies_are_standardised_with_their_speakers_copies_made_alike() -> None:
+    from training.data import standardisation_groups
+
+    frame = pd.DataFrame({
+        "corpus": ["ravdess"] * 5, "speaker": ["01", "01", "01", "01", "02"],
+        "augmentation": [None, "noise_snr17+telephone", "gain+3.1db+noise_snr22+telephone", "gain-2.0db", np.nan],
+    })
+    assert standardisation_groups(frame).tolist() == [
+        "ravdess/01", "ravdess/01|noise+telephone", "ravdess/01|gain+noise+telephone", "ravdess/01|gain", "ravdess/02",
+    ]
+    assert standardisation_groups(frame.drop(columns="augmentation")).tolist() == ["ravdess/01"] * 4 + ["ravdess/02"]

@@ -20,6 +20,7 @@ from training.models.cnn import CnnConfig
 from training.models.cnn import predict_proba as cnn_predict_proba
 from training.data import feature_batch
 from training.evaluate import EVALUATION_FILE, PREDICTIONS_FILE, evaluate_frame, predict_frame
+from training.inference import CallModel
 from training.models.fusion import fuse_probabilities
 from training.models.logreg import LogregConfig
 from training.speaker_norm import speaker_standardise
@@ -180,6 +181,16 @@ def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFra
     np.testing.assert_array_equal(fused, load_bundle_from_files(bundle.files, source=str(path)).predict_proba(batch, groups))
     # Evaluation batches by speaker, so any batch size gives the whole table's figures.
     np.testing.assert_allclose(predict_frame(bundle, mapped, batch_rows=7), fused, atol=1e-6)
+    # Call scoring: one speaker's clips as one channel adapt as evaluation does; without adaptation
+    # it is the CNN alone through its own temperature, fitted on the same held-out speakers.
+    fallback_t = config["calibration"]["fallback_temperature"]
+    assert fallback_t > 0 and bundle.fallback_temperature == fallback_t
+    call_model = CallModel(bundle)
+    speaker = groups == groups[0]
+    outputs = call_model.window_outputs({name: values[speaker] for name, values in batch.items()})
+    np.testing.assert_allclose(call_model.channel_probabilities(outputs, adapt=True), fused[speaker], atol=1e-5)
+    np.testing.assert_allclose(call_model.channel_probabilities(outputs, adapt=False),
+                               apply_temperature(cnn_alone[speaker], fallback_t), atol=1e-6)
 
     bad_weight = _copy(path, tmp_path / "bad-weight")
     _edit_config(bad_weight, stats_fusion={"weight": 1.5, "n_stats": N_STATS})

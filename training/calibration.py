@@ -37,17 +37,27 @@ class HeldOut:
         float ``[m, k]``, rows summing to 1.
     targets
         int64 ``[m]`` class indices.
+    fallback_probabilities
+        float ``[m, k]``: the probabilities of the model's part that needs no speaker statistics
+        (the CNN of a CNN fused with per-speaker standardised stats), which call scoring falls
+        back to on a channel with too little speech; ``None`` for a model without such a part.
     """
 
     probabilities: np.ndarray
     targets: np.ndarray
+    fallback_probabilities: np.ndarray | None = None
 
 
 def pool_held_out(held_outs: Sequence[HeldOut]) -> HeldOut | None:
     """The clips of several :class:`HeldOut` sets in one, or ``None`` when there are none."""
     if not held_outs:
         return None
-    return HeldOut(np.concatenate([h.probabilities for h in held_outs]), np.concatenate([h.targets for h in held_outs]))
+    fallbacks = [h.fallback_probabilities for h in held_outs]
+    return HeldOut(
+        np.concatenate([h.probabilities for h in held_outs]),
+        np.concatenate([h.targets for h in held_outs]),
+        None if any(f is None for f in fallbacks) else np.concatenate(fallbacks),
+    )
 
 
 def log_probabilities(probabilities: np.ndarray) -> np.ndarray:

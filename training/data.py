@@ -10,6 +10,7 @@ protocol (:mod:`training.protocol`) hands to each kind.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -196,10 +197,31 @@ def table_feature_config(frame: pd.DataFrame, feature_config: FeatureConfig | Ma
     return config
 
 
+def standardisation_groups(frame: pd.DataFrame) -> np.ndarray:
+    """The group of each row for per-speaker standardisation: its speaker, and how it was recorded.
+
+    ``corpus/speaker`` for original clips; augmented copies get ``corpus/speaker|<effects>``
+    (the effect names of their ``augmentation`` tag without parameters, e.g. ``noise+telephone``),
+    so each speaker's copies made alike are standardised together, as call scoring standardises
+    one channel (one speaker on one line) over its own windows, and never pooled with the clean
+    clips. ``[n]`` strings.
+    """
+    keys = speaker_keys(frame)
+    if "augmentation" not in frame:
+        return keys
+    conditions = [
+        "" if tag is None or (isinstance(tag, float) and np.isnan(tag))
+        else "|" + "+".join(re.findall(r"(?:^|\+)([a-z]+)", str(tag)))  # "gain+3.1db+noise_snr17" → gain+noise
+        for tag in frame["augmentation"].tolist()
+    ]
+    return np.array([key + condition for key, condition in zip(keys, conditions)], dtype=object)
+
+
 def stats_inputs(frame: pd.DataFrame, normalisation: StatsNormalisation) -> np.ndarray:
-    """The ``stats`` vectors ``[n, d]`` of ``frame``'s rows, standardised per speaker for ``"speaker"``."""
+    """The ``stats`` vectors ``[n, d]`` of ``frame``'s rows, standardised per speaker for ``"speaker"``
+    (:func:`standardisation_groups`)."""
     stats = feature_batch(frame, ["stats"])["stats"]
-    return speaker_standardise(stats, speaker_keys(frame)) if normalisation == "speaker" else stats
+    return speaker_standardise(stats, standardisation_groups(frame)) if normalisation == "speaker" else stats
 
 
 def table_waveforms(frame: pd.DataFrame, table_config: FeatureConfig, extractor: Any) -> np.ndarray:

@@ -13,7 +13,7 @@ import pandas as pd
 from ser_udfs.errors import UserError
 from ser_udfs.features.config import FeatureConfig
 from training.bundle.load import Bundle
-from training.data import feature_batch, label_indices, table_feature_config
+from training.data import feature_batch, label_indices, standardisation_groups, table_feature_config
 from training.metrics import classification_metrics, format_headline, grouped_metrics
 from training.plots import plot_confusion_matrix
 from training.splits import speaker_keys
@@ -31,11 +31,12 @@ def predict_frame(bundle: Bundle, frame: pd.DataFrame, *, batch_rows: int = PRED
     """Class probabilities ``[n, len(bundle.labels)]`` for features rows, in batches of ``batch_rows``.
 
     A bundle that standardises stats per speaker gets one batch per speaker (corpus and speaker
-    columns), holding all of that speaker's rows.
+    columns; augmented copies per speaker and effects, :func:`training.data.standardisation_groups`),
+    holding all of that group's rows.
     """
     probabilities = np.zeros((len(frame), len(bundle.labels)), dtype=np.float32)
     if bundle.needs_speaker_groups:
-        groups = speaker_keys(frame)
+        groups = standardisation_groups(frame)
         batches = [np.flatnonzero(groups == key) for key in pd.unique(groups)]
     else:
         groups = None

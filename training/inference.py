@@ -12,13 +12,21 @@ without verifying it again.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from ser_udfs.errors import UserError
 from training.bundle.format import CONFIG_FILE
 from training.bundle.load import Bundle, load_bundle, load_bundle_from_files
+from training.calibration import apply_temperature
 from training.models.cnn import networks
+from training.speaker_norm import speaker_standardise
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -95,10 +103,79 @@ class ScoringModelFactory:
     source: str
     torch_threads: int = 1
 
-    def __call__(self) -> Bundle:
-        """The bundle, rebuilt from the files and made ready by :func:`prepare_for_inference`."""
+    def __call__(self) -> "CallModel":
+        """The bundle, rebuilt from the files, made ready by :func:`prepare_for_inference`, as a :class:`CallModel`."""
         if self.torch_threads > 0:
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        return prepare_for_inference(load_bundle_from_files(self.files.value, source=self.source))
+        return CallModel(prepare_for_inference(load_bundle_from_files(self.files.value, source=self.source)))
+
+
+class CallModel:
+    """A loaded bundle as call scoring uses it (:class:`ser_udfs.calls.stream.Predictor`).
+
+    A bundle that needs no speaker statistics is scored window by window: its first phase is its
+    calibrated probabilities, its second returns them. A CNN fused with stats standardised per
+    speaker adapts to each channel: the first phase keeps each window's CNN probabilities and raw
+    stats vector (``[n, k + d]``, about 1 KB a window); the second standardises the stats over
+    all of the channel's windows (:func:`training.speaker_norm.speaker_standardise`, the channel as
+    one speaker, as training did per actor) and fuses, through the bundle's temperature; without
+    adaptation it returns the CNN alone through its own ``fallback_temperature``.
+
+    Raises
+    ------
+    UserError
+        For a logistic regression standardised per speaker: it has no part that needs no speaker
+        statistics, so a channel with little speech could not be scored.
+    """
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.feature_config = bundle.feature_config
+        self._fused = bundle.fused_model if bundle.needs_speaker_groups else None
+        if bundle.needs_speaker_groups and self._fused is None:
+            raise UserError(
+                f"the model bundle {bundle.path} is a logistic regression on stats standardised per speaker: "
+                "call scoring would have nothing to fall back to on a channel with little speech; score calls "
+                "with a CNN fused with it (jobs/train.py --model cnn --set cnn.stats_fusion_weight=0.35), "
+                "which adapts to each channel, or a logistic regression with logreg.normalisation = \"global\""
+            )
+        if self._fused is not None and bundle.temperature is not None and bundle.fallback_temperature is None:
+            logger.warning(
+                "model bundle %s has no fallback_temperature (trained before it existed): channels with too little "
+                "speech for adaptation get the CNN's uncalibrated probabilities", bundle.path,
+            )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The bundle's labels, the order of the probabilities."""
+        return self.bundle.labels
+
+    @property
+    def adapts_to_speaker(self) -> bool:
+        """Whether the bundle standardises stats per speaker (and so adapts to each channel)."""
+        return self._fused is not None
+
+    def window_outputs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """float32 ``[n, k]`` calibrated probabilities, or ``[n, k + d]`` CNN probabilities and raw stats."""
+        if self._fused is None:
+            return self.bundle.predict_proba(batch)
+        return np.concatenate([self.bundle.cnn_probabilities(batch), batch["stats"]], axis=1).astype(np.float32)
+
+    def channel_probabilities(self, outputs: np.ndarray, *, adapt: bool) -> np.ndarray:
+        """Calibrated float32 ``[n, k]`` of one channel's window outputs ``[n, m]`` (see the class)."""
+        if self._fused is None:
+            return outputs
+        k = len(self.labels)
+        cnn, stats = outputs[:, :k], outputs[:, k:]
+        if adapt:
+            standardised = speaker_standardise(stats, np.zeros(len(stats), dtype=np.int64))
+            return self.bundle.calibrate(self._fused.fuse(cnn, standardised))
+        temperature = self.bundle.fallback_temperature
+        return cnn.astype(np.float32) if temperature is None else apply_temperature(cnn, temperature)
+
+
+def load_call_model(bundle_dir: str | Path) -> CallModel:
+    """:func:`load_scoring_model` as a :class:`CallModel`: what :func:`ser_udfs.calls.stream.score_call` takes."""
+    return CallModel(load_scoring_model(bundle_dir))

@@ -146,7 +146,8 @@ class CnnKind:
 
         A fused stats model is fitted on all ``rows``; the held-out speakers' fused probabilities
         come from a second stats model fitted without them, so that no part of the model that
-        predicts them for calibration has seen them.
+        predicts them for calibration has seen them; their CNN-alone probabilities (the part call
+        scoring falls back to without speaker statistics) come with them.
         """
         train_rows, held_out, validation = data.fit_rows(rows, epochs=epochs, method=self.split_method,
                                                fraction=self.config.validation_fraction, seed=seed, log_prefix=log_prefix)
@@ -172,8 +173,11 @@ class CnnKind:
             return FusedModel(cnn, stats_model, weight), histories, None
         calibration_stats = fit_logreg(data.stats[train_rows], data.targets[train_rows], n_classes=len(data.labels),
                                        config=self.stats_config, seed=seed)
+        fused = held_out_predictions(self, FusedModel(cnn, calibration_stats, weight), data, held_out)
+        assert fused is not None
+        fallback = cnn_predict_proba(cnn, data.inputs[held_out])
         return (FusedModel(cnn, stats_model, weight), histories,
-                held_out_predictions(self, FusedModel(cnn, calibration_stats, weight), data, held_out))
+                HeldOut(fused.probabilities, fused.targets, fallback_probabilities=fallback))
 
     def _train_network(self, data: TrainingData, rows: np.ndarray, *, seed: int,
                        validation: tuple[np.ndarray, np.ndarray] | None, epochs: int | None,

@@ -358,7 +358,9 @@ def calibrate_split(result: dict[str, Any], held_out: HeldOut | None, data: Trai
 def bundle_calibration(final: HeldOut | None, folds: list[HeldOut | None]) -> dict[str, Any] | None:
     """The bundle's ``calibration`` entry: a temperature fitted on ``final`` (the bundle model's
     own held-out speakers) or else on the folds' held-out speakers pooled; ``None`` when no fit
-    held any speakers out (the bundle is then saved uncalibrated)."""
+    held any speakers out (the bundle is then saved uncalibrated). A model with a part that needs
+    no speaker statistics (:attr:`HeldOut.fallback_probabilities`) also gets that part's own
+    ``fallback_temperature``."""
     held_out, source = final, "held-out speakers of the bundle model's own fit"
     if held_out is None:
         held_out = pool_held_out([fold for fold in folds if fold is not None])
@@ -366,12 +368,15 @@ def bundle_calibration(final: HeldOut | None, folds: list[HeldOut | None]) -> di
     if held_out is None:
         logger.warning("no fit held any speakers out: the bundle is saved without calibration")
         return None
-    return {
+    calibration: dict[str, Any] = {
         "method": "temperature",
         "temperature": fit_temperature(held_out.probabilities, held_out.targets),
         "fitted_on_clips": int(len(held_out.targets)),
         "fitted_on": source,
     }
+    if held_out.fallback_probabilities is not None:
+        calibration["fallback_temperature"] = fit_temperature(held_out.fallback_probabilities, held_out.targets)
+    return calibration
 
 
 def write_plots(output: Path, metrics: Mapping[str, Any], histories: list[tuple[str, TrainingHistory]], *,

@@ -9,21 +9,33 @@ Pure NumPy, no Spark (the Spark wrapper is :mod:`ser_udfs.spark.score`). For eac
    channels (each one scored on its own) or their average (``"mix"``), and resample them to
    the model's rate with extraction's resampler (:class:`ser_udfs.audio.preprocess.Resampler`,
    fed block by block: the same samples as resampling the whole signal);
-3. detect speech per channel (:class:`ser_udfs.audio.vad.SpeechDetector`);
-4. cut windows of the model's clip length on a grid of ``window.hop_s`` from the start of the
-   call; a window with at least ``window.min_speech_s`` of speech is scored, others are not;
-5. each scored window goes through extraction's steps (:func:`predict_windows`): the silent
-   check, :func:`~ser_udfs.audio.preprocess.condition_clip` and
+3. detect speech per channel (:class:`ser_udfs.audio.vad.SpeechDetector`): its regions are the
+   channel's **turns**;
+4. cut the scoring units inside each turn (:func:`turn_windows`): a turn up to the model's clip
+   length is one unit, scored whole as a clip is (the model learnt whole, trimmed utterances); a
+   longer turn is cut into clip-length windows every ``window.hop_s`` from its start, the last
+   one ending at its end. A unit never spans a pause between turns, and turns shorter than
+   ``window.min_speech_s`` are not scored;
+5. each unit goes through extraction's steps (:func:`predict_windows`): the silent check,
+   :func:`~ser_udfs.audio.preprocess.condition_clip` (trim, fix to the clip length) and
    :func:`ser_udfs.features.compute.compute_features_batch` with the model's feature config, in
-   batches, then the model's ``predict_proba``;
-6. per channel: optional moving average of the window probabilities over neighbouring windows,
-   then a timeline of non-overlapping segments (:func:`channel_segments`) and the call summary
-   (:func:`summarise_call`).
+   batches, then the model's :meth:`Predictor.window_outputs` (small per-window vectors, kept
+   for the whole call);
+6. per channel, once the call is decoded: :meth:`Predictor.channel_probabilities` of all the
+   channel's windows. A model that standardises statistics per speaker
+   (:attr:`Predictor.adapts_to_speaker`) takes each scored channel as one speaker and its
+   statistics from that channel's windows over the whole call (``adaptation = "speaker"``);
+   with fewer than ``adaptation.min_windows`` windows, or ``adaptation.mode = "off"``, it uses
+   its part that needs no speaker statistics (``adaptation = "none"``). ``"mix"`` and a mono file
+   are one channel: one "speaker" whose statistics pool everyone on it;
+7. per channel: optional moving average of the window probabilities over neighbouring windows
+   of the same turn, then a timeline of non-overlapping segments (:func:`channel_segments`) and
+   the call summary (:func:`summarise_call`).
 
-Timeline rule: inside speech, time is cut at the speech region edges and at the hop grid; each
-piece takes the mean probabilities of the scored windows overlapping it and their most probable
-label; consecutive pieces with the same speech flag and label are merged (probabilities weighted
-by duration). Speech that no scored window covers (a lone short burst) has no label. A piece
+Timeline rule: inside a turn, time is cut at the edges of its windows; each piece takes the mean
+probabilities of the turn's windows overlapping it and their most probable label; consecutive
+pieces of a turn with the same label are merged (probabilities weighted by duration). A turn no
+window covers (shorter than ``window.min_speech_s``, or without signal) has no label. A piece
 whose top probability is under ``summary.min_confidence`` is labelled ``uncertain``
 (:data:`UNCERTAIN_LABEL`; its probabilities are kept); uncertain speech counts in no emotion's
 share: the summary reports its seconds (``uncertain_s``) instead.
@@ -31,7 +43,6 @@ share: the summary reports its seconds (``uncertain_s``) instead.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Protocol, Sequence
@@ -51,23 +62,38 @@ UNCERTAIN_LABEL = "uncertain"
 
 
 class Predictor(Protocol):
-    """What scoring needs from a model (a loaded model bundle is one).
+    """What scoring needs from a model (:class:`training.inference.CallModel` wraps a bundle).
 
-    ``predict_proba`` takes the arrays :func:`window_batch` makes and returns float32
-    ``[batch, len(labels)]``.
+    Scoring is two-phase so that a model may depend on all of a channel's windows (speaker
+    adaptation) while decoding stays streamed: :meth:`window_outputs` of each batch of windows
+    as they are cut (small vectors, buffered per channel), then :meth:`channel_probabilities`
+    of all of a channel's buffered outputs once the call is decoded.
     """
 
     @property
     def labels(self) -> tuple[str, ...]: ...
 
+    @property
+    def adapts_to_speaker(self) -> bool:
+        """Whether :meth:`channel_probabilities` can standardise statistics over the channel."""
+        ...
+
     feature_config: FeatureConfig
 
-    def predict_proba(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
+    def window_outputs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """float32 ``[batch, m]`` for the arrays :func:`window_batch` makes."""
+        ...
+
+    def channel_probabilities(self, outputs: np.ndarray, *, adapt: bool) -> np.ndarray:
+        """Calibrated float32 ``[n, len(labels)]`` of one channel's ``[n, m]`` window outputs
+        (``adapt``: take the ``n`` windows as one speaker; only when :attr:`adapts_to_speaker`)."""
+        ...
 
 
 @dataclass(frozen=True)
 class WindowConfig:
-    """``[window]``: where windows are cut. ``window_s = 0`` means the model's clip length."""
+    """``[window]``: how turns are cut into windows (:func:`turn_windows`). ``window_s = 0`` means
+    the model's clip length; turns shorter than ``min_speech_s`` are not scored."""
 
     window_s: float = 0.0
     hop_s: float = 1.5
@@ -102,6 +128,22 @@ class SummaryConfig:
 
 
 @dataclass(frozen=True)
+class AdaptationConfig:
+    """``[adaptation]``: per-channel speaker adaptation of a model that standardises per speaker.
+
+    ``mode = "speaker"`` adapts every channel with at least ``min_windows`` windows; ``"off"``
+    scores every channel with the model's part that needs no speaker statistics.
+    """
+
+    mode: Literal["speaker", "off"] = "speaker"
+    min_windows: int = 10
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("speaker", "off") or self.min_windows < 2:
+            raise ValueError('adaptation.mode must be "speaker" or "off" and adaptation.min_windows at least 2')
+
+
+@dataclass(frozen=True)
 class StreamConfig:
     """``[stream]``: decode block length and how many windows go through the model at once."""
 
@@ -122,11 +164,12 @@ class CallScoringConfig:
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
 
 
 @dataclass(frozen=True)
 class WindowGeometry:
-    """Windows in samples at the model's rate."""
+    """Windows in samples at the model's rate; ``min_speech_samples``: the shortest turn scored."""
 
     sample_rate: int
     window_samples: int
@@ -160,8 +203,8 @@ def window_geometry(feature_config: FeatureConfig, window: WindowConfig) -> Wind
         )
     if not 0 < window.hop_s <= window_s:
         raise UserError(f"hop {window.hop_s} s must be positive and at most the {window_s} s window")
-    if window.min_speech_s < 0:
-        raise UserError("window.min_speech_s must not be negative")
+    if not 0 <= window.min_speech_s <= window_s:
+        raise UserError(f"window.min_speech_s {window.min_speech_s} s must lie between 0 and the {window_s} s window")
     return WindowGeometry(
         sample_rate=rate,
         window_samples=audio.clip_samples,
@@ -223,8 +266,31 @@ def window_batch(clips: np.ndarray, config: FeatureConfig) -> dict[str, np.ndarr
     return {**compute_features_batch(clips, config.audio.target_sample_rate_hz, config), "waveform": clips}
 
 
+def turn_windows(start: int, end: int, geometry: WindowGeometry) -> list[tuple[int, int]]:
+    """The scoring units of the turn ``[start, end)``, in samples at the model's rate.
+
+    A turn shorter than ``geometry.min_speech_samples`` has none; one up to the window length is
+    one unit, the turn itself; a longer one gets windows of the window length starting every hop
+    from its start, and one more ending at its end when the last of them stops short of it.
+
+    Returns
+    -------
+    ``(start, end)`` of each unit, in order; starts and ends both increase.
+    """
+    window, hop = geometry.window_samples, geometry.hop_samples
+    length = end - start
+    if length < max(1, geometry.min_speech_samples):
+        return []
+    if length <= window:
+        return [(start, end)]
+    units = [(first, first + window) for first in range(start, end - window + 1, hop)]
+    if units[-1][1] < end:
+        units.append((end - window, end))
+    return units
+
+
 def predict_windows(predictor: Predictor, windows: Sequence[np.ndarray]) -> tuple[list[int], np.ndarray]:
-    """Preprocess, featurise and predict windows cut from a call at the model's rate.
+    """Preprocess, featurise and run the model's first phase on windows cut from a call.
 
     Each window is a clip to extraction: :func:`~ser_udfs.audio.preprocess.check_not_silent`
     and :func:`~ser_udfs.audio.preprocess.condition_clip` (a window without signal is left out,
@@ -241,8 +307,8 @@ def predict_windows(predictor: Predictor, windows: Sequence[np.ndarray]) -> tupl
     -------
     kept
         Indices into ``windows`` of the windows scored, in order.
-    probabilities
-        float32 ``[len(kept), len(predictor.labels)]``.
+    outputs
+        float32 ``[len(kept), m]``: :meth:`Predictor.window_outputs`.
     """
     audio = predictor.feature_config.audio
     kept, clips = [], []
@@ -254,33 +320,36 @@ def predict_windows(predictor: Predictor, windows: Sequence[np.ndarray]) -> tupl
             continue
         kept.append(index)
     if not clips:
-        return kept, np.zeros((0, len(predictor.labels)), dtype=np.float32)
+        return kept, np.zeros((0, 0), dtype=np.float32)
     batch = window_batch(np.stack(clips), predictor.feature_config)
-    return kept, np.asarray(predictor.predict_proba(batch), dtype=np.float32)
+    return kept, np.asarray(predictor.window_outputs(batch), dtype=np.float32)
 
 
 def check_predictor(predictor: Predictor, window: WindowConfig) -> WindowGeometry:
-    """The window geometry, after one window of noise went through :func:`predict_windows`.
+    """The window geometry, after windows of noise went through both phases of the model.
 
     Run on the driver, so that a model the scoring cannot feed fails once with its own message,
-    not once per call.
+    not once per call. Both paths of a speaker-adaptive model are tried.
 
     Raises
     ------
     UserError
         From :func:`window_geometry`, from the model, or when the model returns probabilities
-        of another shape than ``[1, len(labels)]`` or not finite.
+        of another shape than ``[n, len(labels)]`` or not finite.
     """
     geometry = window_geometry(predictor.feature_config, window)
-    noise = np.random.default_rng(0).standard_normal(geometry.window_samples).astype(np.float32) * 0.1
-    _, probabilities = predict_windows(predictor, [noise])
-    if probabilities.shape != (1, len(predictor.labels)):
-        raise UserError(f"the model returned probabilities of shape {probabilities.shape} for one window")
-    if not np.isfinite(probabilities).all():
-        raise UserError(
-            "the model returned NaN or infinite probabilities for a window of noise; the model bundle is broken: "
-            "train it again or use another"
-        )
+    rng = np.random.default_rng(0)
+    noise = [rng.standard_normal(geometry.window_samples).astype(np.float32) * 0.1 for _ in range(2)]
+    _, outputs = predict_windows(predictor, noise)
+    for adapt in (False, True) if predictor.adapts_to_speaker else (False,):
+        probabilities = np.asarray(predictor.channel_probabilities(outputs, adapt=adapt))
+        if probabilities.shape != (2, len(predictor.labels)):
+            raise UserError(f"the model returned probabilities of shape {probabilities.shape} for two windows")
+        if not np.isfinite(probabilities).all():
+            raise UserError(
+                "the model returned NaN or infinite probabilities for windows of noise; the model bundle is broken: "
+                "train it again or use another"
+            )
     return geometry
 
 
@@ -295,22 +364,30 @@ class ChannelScores:
     n_samples
         Length of the channel at the model's rate.
     regions
-        int64 ``[n_regions, 2]``: speech regions (start, end sample).
-    window_starts
-        int64 ``[n_windows]``: start sample of each scored window (multiples of the hop).
+        int64 ``[n_turns, 2]``: speech turns (start, end sample).
+    windows
+        int64 ``[n_windows, 2]``: start and end sample of each scored window (:func:`turn_windows`),
+        in time order.
+    turns
+        int64 ``[n_windows]``: the index into ``regions`` of each window's turn.
     probabilities
-        float32 ``[n_windows, n_classes]``: the model's output per scored window, unsmoothed.
+        float32 ``[n_windows, n_classes]``: the model's calibrated output per scored window, unsmoothed.
+    adaptation
+        ``"speaker"`` when the probabilities standardise statistics over this channel's windows,
+        ``"none"`` when they come from a model (or model part) that needs no speaker statistics.
     """
 
     name: str
     n_samples: int
     regions: np.ndarray
-    window_starts: np.ndarray
+    windows: np.ndarray
+    turns: np.ndarray
     probabilities: np.ndarray
+    adaptation: str = "none"
 
     @property
     def speech_samples(self) -> int:
-        """Samples inside speech regions."""
+        """Samples inside speech turns."""
         return int((self.regions[:, 1] - self.regions[:, 0]).sum())
 
 
@@ -326,13 +403,13 @@ class CallScores:
     @property
     def windows_scored(self) -> int:
         """Scored windows over all channels."""
-        return sum(len(channel.window_starts) for channel in self.channels)
+        return sum(len(channel.windows) for channel in self.channels)
 
 
 @dataclass(frozen=True)
 class Segment:
     """One stretch of a channel's timeline; ``label`` and ``probabilities`` are None outside
-    scored speech."""
+    scored speech, ``turn`` (the index of the channel's speech turn it lies in) outside speech."""
 
     channel: str
     start_s: float
@@ -341,6 +418,7 @@ class Segment:
     label: str | None
     confidence: float | None
     probabilities: np.ndarray | None
+    turn: int | None = None
 
 
 @dataclass(frozen=True)
@@ -369,7 +447,14 @@ class CallSummary:
 
 
 class _ChannelStream:
-    """Speech detection and window cutting for one channel, fed block by block."""
+    """Speech detection and turn windows for one channel, fed block by block.
+
+    Windows are cut as soon as the detector's decisions allow: inside a turn still going on
+    (:attr:`~ser_udfs.audio.vad.SpeechDetector.provisional_region`) the regular windows that
+    fit, and the rest of a turn once it has ended, so the same windows come out as
+    :func:`turn_windows` of the final turns, whatever the block sizes. The buffer keeps only the
+    samples a later window can still need.
+    """
 
     def __init__(self, name: str, vad: VadConfig, geometry: WindowGeometry) -> None:
         self.name = name
@@ -378,11 +463,11 @@ class _ChannelStream:
         self.buffer = np.zeros(0, dtype=np.float32)
         self.buffer_start = 0
         self.received = 0
-        self.finished = False
-        self.next_window = 0
-        self.region_cursor = 0
-        self.window_starts: list[int] = []
-        self.probabilities: list[np.ndarray] = []
+        self.turn = 0  # index of the turn being windowed
+        self.next_window = 0  # regular windows of that turn cut so far
+        self.windows: list[tuple[int, int]] = []
+        self.turns: list[int] = []
+        self.outputs: list[np.ndarray] = []
 
     def push(self, samples: np.ndarray) -> None:
         self.detector.push(samples)
@@ -391,66 +476,95 @@ class _ChannelStream:
 
     def finish(self) -> None:
         self.detector.finish()
-        self.finished = True
 
-    def _speech_in(self, start: int, end: int) -> int:
+    def ready_windows(self) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """Windows whose turn is known far enough: ``(start, end, turn, samples)``, in time order."""
+        window, hop = self.geometry.window_samples, self.geometry.hop_samples
         regions = self.detector.regions
-        while self.region_cursor < len(regions) and regions[self.region_cursor][1] <= start:
-            self.region_cursor += 1
-        total = 0
-        for region_start, region_end in regions[self.region_cursor :]:
-            if region_start >= end:
-                break
-            total += min(end, region_end) - max(start, region_start)
-        provisional = self.detector.provisional_region
-        if provisional is not None:
-            total += max(0, min(end, provisional[1]) - max(start, provisional[0]))
-        return total
-
-    def ready_windows(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Windows whose speech decision is final: ``(start sample, samples)`` of those to score."""
-        geometry = self.geometry
-        window, hop = geometry.window_samples, geometry.hop_samples
-        limit = self.detector.final_sample
         while True:
-            start = self.next_window * hop
-            if self.finished:
-                if self.next_window > 0 and start - hop + window >= self.received:
-                    break
-            elif start + window > limit:
+            complete = self.turn < len(regions)
+            region = regions[self.turn] if complete else self.detector.provisional_region
+            if region is None:
                 break
-            end = min(start + window, self.received)
-            if end > start and self._speech_in(start, end) >= max(1, geometry.min_speech_samples):
-                yield start, self.buffer[start - self.buffer_start : end - self.buffer_start].copy()
-            self.next_window += 1
-        cut = min(self.next_window * hop, self.received) - self.buffer_start
+            start, end = region
+            if complete and end - start <= window:
+                units = turn_windows(start, end, self.geometry) if self.next_window == 0 else []
+            else:
+                units = []
+                while start + self.next_window * hop + window <= end:
+                    first = start + self.next_window * hop
+                    units.append((first, first + window))
+                    self.next_window += 1
+                if complete and start + (self.next_window - 1) * hop + window < end:
+                    units.append((end - window, end))
+            for first, last in units:
+                yield first, last, self.turn, self.buffer[first - self.buffer_start : last - self.buffer_start].copy()
+            if not complete:
+                break
+            self.turn += 1
+            self.next_window = 0
+        self._trim(regions)
+
+    def _trim(self, regions: list[tuple[int, int]]) -> None:
+        """Drop the samples no later window can need."""
+        region = regions[self.turn] if self.turn < len(regions) else self.detector.provisional_region
+        if region is None:
+            keep = self.detector.final_sample
+        else:
+            start, end = region
+            keep = min(start + self.next_window * self.geometry.hop_samples, max(start, end - self.geometry.window_samples))
+        cut = min(keep, self.received) - self.buffer_start
         if cut > 0:
             self.buffer = self.buffer[cut:]
             self.buffer_start += cut
 
-    def result(self, n_classes: int) -> ChannelScores:
-        order = np.argsort(self.window_starts, kind="stable")
-        probabilities = np.array(self.probabilities, dtype=np.float32).reshape(-1, n_classes)[order]
+    def result(self, predictor: Predictor, adaptation: AdaptationConfig) -> ChannelScores:
+        """The channel's scores: :meth:`Predictor.channel_probabilities` of all its window outputs.
+
+        Raises
+        ------
+        ClipError
+            Kind ``internal`` when the model returns a NaN or infinite probability for a window.
+        """
+        adapt = (predictor.adapts_to_speaker and adaptation.mode == "speaker"
+                 and len(self.outputs) >= adaptation.min_windows)
+        n_classes = len(predictor.labels)
+        if self.outputs:
+            probabilities = np.asarray(predictor.channel_probabilities(np.stack(self.outputs), adapt=adapt),
+                                       dtype=np.float32)
+        else:
+            probabilities = np.zeros((0, n_classes), dtype=np.float32)
+        bad = np.flatnonzero(~np.isfinite(probabilities).all(axis=1))
+        if bad.size:
+            rate = self.geometry.sample_rate
+            raise ClipError(
+                "internal",
+                f"the model returned NaN or infinite probabilities for the window at {self.windows[bad[0]][0] / rate:.2f} s "
+                f"of channel {self.name}, so the call was not scored; the model bundle is broken: train it "
+                "again or use another",
+            )
         return ChannelScores(
             name=self.name,
             n_samples=self.received,
             regions=np.array(self.detector.regions, dtype=np.int64).reshape(-1, 2),
-            window_starts=np.array(self.window_starts, dtype=np.int64)[order],
+            windows=np.array(self.windows, dtype=np.int64).reshape(-1, 2),
+            turns=np.array(self.turns, dtype=np.int64),
             probabilities=probabilities,
+            adaptation="speaker" if adapt else "none",
         )
 
 
 class _WindowBatcher:
-    """Collects windows from all channels and scores them in batches (:func:`predict_windows`)."""
+    """Collects windows from all channels and runs them through the model in batches (:func:`predict_windows`)."""
 
     def __init__(self, predictor: Predictor, batch_windows: int) -> None:
         self.predictor = predictor
         self.batch_windows = batch_windows
-        self.pending: list[tuple[_ChannelStream, int, np.ndarray]] = []
+        self.pending: list[tuple[_ChannelStream, int, int, int, np.ndarray]] = []
 
     def add(self, stream: _ChannelStream) -> None:
-        for start, samples in stream.ready_windows():
-            self.pending.append((stream, start, samples))
+        for start, end, turn, samples in stream.ready_windows():
+            self.pending.append((stream, start, end, turn, samples))
             if len(self.pending) >= self.batch_windows:
                 self.flush()
 
@@ -458,19 +572,12 @@ class _WindowBatcher:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
-        kept, probabilities = predict_windows(self.predictor, [samples for _, _, samples in pending])
-        for index, row in zip(kept, probabilities):
-            stream, start, _ = pending[index]
-            if not np.isfinite(row).all():
-                rate = self.predictor.feature_config.audio.target_sample_rate_hz
-                raise ClipError(
-                    "internal",
-                    f"the model returned NaN or infinite probabilities for the window at {start / rate:.2f} s of "
-                    f"channel {stream.name}, so the call was not scored; the model bundle is broken: train it "
-                    "again or use another",
-                )
-            stream.window_starts.append(start)
-            stream.probabilities.append(row)
+        kept, outputs = predict_windows(self.predictor, [samples for *_, samples in pending])
+        for index, row in zip(kept, outputs):
+            stream, start, end, turn, _ = pending[index]
+            stream.windows.append((start, end))
+            stream.turns.append(turn)
+            stream.outputs.append(row)
 
 
 def _channel_blocks(
@@ -514,7 +621,7 @@ def score_call(
     *,
     channels: ChannelChoice = "all",
 ) -> CallScores:
-    """Decode, detect speech, window, featurise and predict one call, streaming.
+    """Decode, detect speech, cut turn windows, featurise and predict one call, streaming.
 
     Parameters
     ----------
@@ -523,7 +630,7 @@ def score_call(
     predictor
         The model (its ``feature_config`` decides the rate, window length and features).
     config
-        Window, speech detection, smoothing, summary and streaming settings.
+        Window, speech detection, adaptation, smoothing, summary and streaming settings.
     channels
         ``"all"`` (each channel on its own), ``"mix"`` (their average) or channel indices.
 
@@ -553,104 +660,98 @@ def score_call(
                 stream.finish()
             batcher.add(stream)
     batcher.flush()
-    n_classes = len(predictor.labels)
     return CallScores(
         info=AudioInfo(info.sample_rate, info.channels, decoded, info.subtype),
         geometry=geometry,
         labels=tuple(predictor.labels),
-        channels=[stream.result(n_classes) for stream in streams],
+        channels=[stream.result(predictor, config.adaptation) for stream in streams],
     )
 
 
-def smooth_probabilities(window_starts: np.ndarray, probabilities: np.ndarray, hop_samples: int, width: int) -> np.ndarray:
-    """Centred moving average over the scored windows within ``width // 2`` hops of each window.
+def smooth_probabilities(turns: np.ndarray, probabilities: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average over the windows of the same turn within ``width // 2`` windows.
 
     Parameters
     ----------
-    window_starts
-        ``[m]`` start samples (multiples of ``hop_samples``), sorted.
+    turns
+        int ``[m]`` turn index of each window, non-decreasing (windows in time order).
     probabilities
         ``[m, n_classes]``.
 
     Returns
     -------
-    float32 ``[m, n_classes]``; rows still sum to 1.
+    float32 ``[m, n_classes]``; rows still sum to 1. A window never averages across a pause:
+    the emotion of one turn says little about the next one's.
     """
-    if width <= 1 or len(window_starts) == 0:
+    if width <= 1 or len(turns) == 0:
         return probabilities.astype(np.float32, copy=True)
-    index = window_starts // hop_samples
     half = width // 2
-    dense = np.zeros((int(index[-1]) + 1 + 2 * half, probabilities.shape[1]), dtype=np.float64)
-    count = np.zeros(dense.shape[0], dtype=np.float64)
-    dense[index + half] = probabilities
-    count[index + half] = 1.0
-    sums = np.concatenate([np.zeros((1, dense.shape[1])), np.cumsum(dense, axis=0)])
-    counts = np.concatenate([[0.0], np.cumsum(count)])
-    window_sum = sums[index + 2 * half + 1] - sums[index]
-    window_count = counts[index + 2 * half + 1] - counts[index]
-    return (window_sum / window_count[:, None]).astype(np.float32)
+    index = np.arange(len(turns))
+    first = np.searchsorted(turns, turns, side="left")
+    last = np.searchsorted(turns, turns, side="right") - 1
+    low, high = np.maximum(index - half, first), np.minimum(index + half, last)
+    sums = np.concatenate([np.zeros((1, probabilities.shape[1])), np.cumsum(probabilities, axis=0, dtype=np.float64)])
+    return ((sums[high + 1] - sums[low]) / (high - low + 1)[:, None]).astype(np.float32)
+
+
+_Piece = tuple[int, int, bool, "np.ndarray | None", "int | None"]
 
 
 def channel_segments(channel: ChannelScores, labels: Sequence[str], geometry: WindowGeometry, *, smoothing: int,
                      min_confidence: float = 0.0) -> list[Segment]:
     """The channel's timeline: non-overlapping segments covering ``[0, duration)``, in order.
 
-    A piece whose top probability is under ``min_confidence`` is labelled :data:`UNCERTAIN_LABEL`.
+    Each turn is cut at the edges of its windows; each piece takes the mean (smoothed)
+    probabilities of the turn's windows overlapping it. A piece whose top probability is under
+    ``min_confidence`` is labelled :data:`UNCERTAIN_LABEL`.
     """
-    rate, hop, window = geometry.sample_rate, geometry.hop_samples, geometry.window_samples
-    n_samples = channel.n_samples
-    probabilities = smooth_probabilities(channel.window_starts, channel.probabilities, hop, smoothing)
-    n_grid = 1 + max(0, math.ceil((n_samples - window) / hop)) + 1
-    sums = np.zeros((n_grid + 1, len(labels)), dtype=np.float64)
-    counts = np.zeros(n_grid + 1, dtype=np.float64)
-    grid = channel.window_starts // hop
-    np.add.at(sums, grid + 1, probabilities)
-    np.add.at(counts, grid + 1, 1.0)
-    sums, counts = np.cumsum(sums, axis=0), np.cumsum(counts)
-
-    pieces: list[tuple[int, int, bool, np.ndarray | None]] = []
+    probabilities = smooth_probabilities(channel.turns, channel.probabilities, smoothing)
+    sums = np.concatenate([np.zeros((1, len(labels))), np.cumsum(probabilities, axis=0, dtype=np.float64)])
+    pieces: list[_Piece] = []
     position = 0
-    for region_start, region_end in channel.regions.tolist():
+    for turn, (region_start, region_end) in enumerate(channel.regions.tolist()):
         if region_start > position:
-            pieces.append((position, region_start, False, None))
-        cuts = [region_start, *range((region_start // hop + 1) * hop, region_end, hop), region_end]
+            pieces.append((position, region_start, False, None, None))
+        low, high = np.searchsorted(channel.turns, [turn, turn + 1])
+        starts, ends = channel.windows[low:high, 0], channel.windows[low:high, 1]
+        cuts = sorted({region_start, region_end, *starts.tolist(), *ends.tolist()})
         for start, end in zip(cuts[:-1], cuts[1:]):
-            first = max(0, (start - window) // hop + 1)
-            last = min(n_grid - 1, -(-end // hop) - 1)
-            covering = counts[last + 1] - counts[first] if last >= first else 0.0
-            mean = (sums[last + 1] - sums[first]) / covering if covering > 0 else None
-            pieces.append((start, end, True, mean))
+            # windows of the turn overlapping [start, end): their starts and ends both increase
+            first = low + int(np.searchsorted(ends, start, side="right"))
+            last = low + int(np.searchsorted(starts, end, side="left"))
+            mean = (sums[last] - sums[first]) / (last - first) if last > first else None
+            pieces.append((start, end, True, mean, turn))
         position = region_end
-    if position < n_samples:
-        pieces.append((position, n_samples, False, None))
-    return _merge_pieces(pieces, channel.name, labels, rate, min_confidence)
+    if position < channel.n_samples:
+        pieces.append((position, channel.n_samples, False, None, None))
+    return _merge_pieces(pieces, channel.name, labels, geometry.sample_rate, min_confidence)
 
 
-def _merge_pieces(
-    pieces: list[tuple[int, int, bool, np.ndarray | None]], channel: str, labels: Sequence[str], rate: int,
-    min_confidence: float,
-) -> list[Segment]:
+def _merge_pieces(pieces: list[_Piece], channel: str, labels: Sequence[str], rate: int,
+                  min_confidence: float) -> list[Segment]:
     segments: list[Segment] = []
-    run: list[tuple[int, int, bool, np.ndarray | None]] = []
+    run: list[_Piece] = []
     uncertain = -2
 
-    def key(piece: tuple[int, int, bool, np.ndarray | None]) -> tuple[bool, int]:
+    def key(piece: _Piece) -> tuple[bool, int | None, int]:
         if piece[3] is None:
-            return piece[2], -1
-        return piece[2], uncertain if float(np.max(piece[3])) < min_confidence else int(np.argmax(piece[3]))
+            return piece[2], piece[4], -1
+        label = uncertain if float(np.max(piece[3])) < min_confidence else int(np.argmax(piece[3]))
+        return piece[2], piece[4], label
 
     def close() -> None:
-        start, end, speech = run[0][0], run[-1][1], run[0][2]
+        start, end, speech, turn = run[0][0], run[-1][1], run[0][2], run[0][4]
         if run[0][3] is None:
-            segments.append(Segment(channel, start / rate, end / rate, speech, None, None, None))
+            segments.append(Segment(channel, start / rate, end / rate, speech, None, None, None, turn))
         else:
             weights = np.array([piece[1] - piece[0] for piece in run], dtype=np.float64)
             mean = (np.stack([piece[3] for piece in run]) * weights[:, None]).sum(axis=0) / weights.sum()
             best = int(np.argmax(mean))
             # Pieces of one run share their label, so the run's mean keeps it: an uncertain run's
             # top probability stays under min_confidence, a labelled run's at or above it.
-            label = UNCERTAIN_LABEL if key(run[0])[1] == uncertain else labels[best]
-            segments.append(Segment(channel, start / rate, end / rate, speech, label, float(mean[best]), mean.astype(np.float32)))
+            label = UNCERTAIN_LABEL if key(run[0])[2] == uncertain else labels[best]
+            segments.append(Segment(channel, start / rate, end / rate, speech, label, float(mean[best]),
+                                    mean.astype(np.float32), turn))
 
     for piece in pieces:
         if piece[1] <= piece[0]:

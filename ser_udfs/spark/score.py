@@ -93,6 +93,7 @@ STRETCH_DDL = "struct<channel:string,start_s:double,end_s:double,label:string,co
 CALL_COLUMNS_DDL = (
     "call_id string, path string, duration_s double, sample_rate int, channels int, encoding string, "
     "scored_channels array<string>, speech_s map<string,double>, windows_scored int, "
+    "channel_windows map<string,int>, adaptation map<string,string>, "
     "emotion_share map<string,double>, uncertain_s double, dominant_emotion string, "
     f"negative_stretches array<{STRETCH_DDL}>, model_id string, status string"
 )
@@ -111,7 +112,7 @@ def segment_columns_ddl(labels: Sequence[str]) -> str:
         raise UserError(f"the model's labels {list(labels)} give clashing column names {columns}")
     probabilities = ", ".join(f"{column} double" for column in columns)
     return (
-        "call_id string, path string, channel string, start_s double, end_s double, speech boolean, "
+        "call_id string, path string, channel string, start_s double, end_s double, speech boolean, turn int, "
         f"label string, confidence double, {probabilities}, model_id string"
     )
 
@@ -190,7 +191,7 @@ def call_rows(
     for segment in segments:
         row = {
             **base, "channel": segment.channel, "start_s": segment.start_s, "end_s": segment.end_s,
-            "speech": segment.speech, "label": segment.label, "confidence": segment.confidence,
+            "speech": segment.speech, "turn": segment.turn, "label": segment.label, "confidence": segment.confidence,
             "table_kind": "segments",
         }
         for index, label in enumerate(scores.labels):
@@ -205,6 +206,8 @@ def call_rows(
         "scored_channels": [channel.name for channel in scores.channels],
         "speech_s": summary.speech_s,
         "windows_scored": scores.windows_scored,
+        "channel_windows": {channel.name: len(channel.windows) for channel in scores.channels},
+        "adaptation": {channel.name: channel.adaptation for channel in scores.channels},
         "emotion_share": summary.emotion_share,
         "uncertain_s": summary.uncertain_s,
         "dominant_emotion": summary.dominant_emotion,

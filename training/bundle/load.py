@@ -136,6 +136,14 @@ class Bundle:
         return None if calibration is None else float(calibration["temperature"])
 
     @property
+    def fallback_temperature(self) -> float | None:
+        """The temperature of the CNN alone in a CNN fused with per-speaker stats (the part that
+        needs no speaker statistics), ``None`` where the bundle has none."""
+        calibration = self.config.get("calibration") or {}
+        value = calibration.get("fallback_temperature")
+        return None if value is None else float(value)
+
+    @property
     def needs_speaker_groups(self) -> bool:
         """Whether :meth:`predict_proba` needs each row's speaker (stats standardised per speaker)."""
         return self.config.get("stats_normalisation") == "speaker"
@@ -157,7 +165,10 @@ class Bundle:
         np.ndarray
             float32 ``[n, len(labels)]``, rows summing to 1; the most probable class is the model's.
         """
-        probabilities = self._model_probabilities(batch, groups)
+        return self.calibrate(self._model_probabilities(batch, groups))
+
+    def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
+        """The model's own probabilities ``[n, k]`` through :attr:`temperature` (unchanged when uncalibrated)."""
         return probabilities if self.temperature is None else apply_temperature(probabilities, self.temperature)
 
     def _model_probabilities(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None) -> np.ndarray:
@@ -166,6 +177,19 @@ class Bundle:
             return self.model.predict_proba(batch)
         if isinstance(self.model, LogregModel):
             return self.model.predict_proba(self._stats(batch, groups))
+        cnn = self.cnn_probabilities(batch)
+        fused = self.fused_model
+        return cnn if fused is None else fused.fuse(cnn, self._stats(batch, groups))
+
+    @property
+    def fused_model(self) -> FusedModel | None:
+        """The CNN and its stats model as one :class:`FusedModel`, ``None`` without a stats model."""
+        if self.stats_model is None:
+            return None
+        return FusedModel(self.model, self.stats_model, float(self.config["stats_fusion"]["weight"]))
+
+    def cnn_probabilities(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The (uncalibrated) probabilities ``[n, len(labels)]`` of the bundle's CNN alone, for a CNN bundle."""
         cnn_inputs = tuple(name for name in self.inputs if name != "stats")
         features = model_input(batch, cnn_inputs)
         expected_rows = sum(self.model.architecture.input_rows)
@@ -174,10 +198,7 @@ class Bundle:
                 f"the model takes {cnn_inputs} with {list(self.model.architecture.input_rows)} rows, "
                 f"got {features.shape[1]} rows in total"
             )
-        if self.stats_model is None:
-            return cnn_predict_proba(self.model, features)
-        fused = FusedModel(self.model, self.stats_model, float(self.config["stats_fusion"]["weight"]))
-        return fused.predict_proba(features, self._stats(batch, groups))
+        return cnn_predict_proba(self.model, features)
 
     def predict(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None = None) -> list[str]:
         """The most probable label per clip, ``[n]``."""
@@ -193,9 +214,9 @@ class Bundle:
             raise UserError(
                 f"the model bundle {self.path} standardises the stats of each speaker with that speaker's "
                 "other clips, so it needs the speaker of every clip and several clips per speaker "
-                "(jobs/evaluate.py groups a table's rows by corpus and speaker); it cannot score clips or "
-                "call windows one by one: use a model trained with global normalisation "
-                "(logreg.normalisation or cnn.stats_normalisation = \"global\", or cnn.stats_fusion_weight = 0)"
+                "(jobs/evaluate.py groups a table's rows by corpus and speaker, jobs/score_calls.py takes each "
+                "call channel as one speaker); it cannot score clips one by one: use a model trained with global "
+                "normalisation (logreg.normalisation or cnn.stats_normalisation = \"global\", or cnn.stats_fusion_weight = 0)"
             )
         return speaker_standardise(batch["stats"], groups)
 
@@ -452,9 +473,10 @@ def _check_calibration(config: Mapping[str, Any], *, where: Path) -> None:
             f"model bundle {where}: its calibration was edited after training (it does not match "
             f"calibration_sha256 in {CONFIG_FILE}); train the bundle again"
         )
-    temperature = calibration.get("temperature")
-    if calibration.get("method") != "temperature" or not isinstance(temperature, (int, float)) \
-            or not np.isfinite(temperature) or temperature <= 0:
+    temperatures = [calibration.get("temperature"), calibration.get("fallback_temperature", 1.0)]
+    if calibration.get("method") != "temperature" or not all(
+        isinstance(value, (int, float)) and np.isfinite(value) and value > 0 for value in temperatures
+    ):
         raise UserError(
             f"model bundle {where}: its calibration must be a temperature scaling with a positive finite "
             f"temperature, got {calibration!r}; train the bundle again"

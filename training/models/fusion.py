@@ -49,7 +49,12 @@ class FusedModel:
             Stats vectors ``[n, d]``, already standardised as the stats model was trained
             (per speaker, for ``logreg.normalisation = "speaker"``).
         """
-        return fuse_probabilities(cnn_predict_proba(self.cnn, features), self.stats_model.predict_proba(stats), self.weight)
+        return self.fuse(cnn_predict_proba(self.cnn, features), stats)
+
+    def fuse(self, cnn_probabilities: np.ndarray, stats: np.ndarray) -> np.ndarray:
+        """Fused class probabilities ``[n, n_classes]`` from the CNN's ``[n, n_classes]`` and the
+        (standardised) stats vectors ``[n, d]``: for a caller that has the CNN's output already."""
+        return fuse_probabilities(cnn_probabilities, self.stats_model.predict_proba(stats), self.weight)
 
 
 def fuse_probabilities(cnn: np.ndarray, stats: np.ndarray, weight: float) -> np.ndarray:
