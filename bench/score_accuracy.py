@@ -5,9 +5,11 @@ Usage::
     python bench/score_accuracy.py --bundle /models/fused-core6 \\
         [--cnn-bundle /models/cnn-core6] [--data ../shared/data/ravdess-speech-16k] [--actors 9 16 19 20 21] \\
         [--variants all neutral] [--gap-s 0.5 1.5] [--encoding ulaw] [--sample-rate 8000] [--seed 0] \\
-        [--work-dir /tmp/ser-score-accuracy]
+        [--work-dir /tmp/ser-score-accuracy] [--set vad.bridge_gap_s=0.6 ...]
 
 ``--encoding pcm16 --sample-rate 16000`` gives the clean variant (no telephone band, no resampling).
+The calls are scored with the scoring job's settings (``conf/score.toml``), which ``--set``
+overrides as the job's ``--set`` does.
 
 Calls. With held-out actors ``a_0 .. a_{n-1}``, call ``i`` puts ``a_i`` on channel 0 and
 ``a_{(i+1) mod n}`` on channel 1, so that every actor speaks once on each channel, in another

@@ -53,6 +53,9 @@ from training.inference import CallModel, ScoringModelFactory, load_scoring_mode
 log = logging.getLogger("ser_spark.score_calls")
 
 TABLES = ("segments", "calls", "errors")
+#: The log-mel floor (dB under each clip's peak) of a model fit for calls: a line's noise floor sits
+#: on it as the silence of clean training clips does.
+CALL_MEL_TOP_DB = 40.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -213,6 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"adapts to each channel with at least {config.adaptation.min_windows} windows"
         if call_model.adapts_to_speaker and config.adaptation.mode == "speaker" else "no speaker adaptation",
     )
+    if bundle.feature_config.mel.top_db > CALL_MEL_TOP_DB:
+        log.warning(
+            "the model's log-mel floor is %.0f dB under each clip's peak: trained on clean clips, it sees a phone "
+            "line's noise floor as something new and loses about 0.06 UA in calls (docs/RESULTS.md); for calls, "
+            "train it on features extracted with --set mel.top_db=%.0f", bundle.feature_config.mel.top_db,
+            CALL_MEL_TOP_DB,
+        )
     started = time.time()
     spark = build_spark("ser-score-calls")
     output = OutputDir(spark, args.output)

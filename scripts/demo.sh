@@ -11,9 +11,10 @@ mkdir -p "$OUT"
 echo "== 1/5 generating the demo corpus (synthetic speech, RAVDESS-style names)"
 python -m jobs.make_demo_corpus --output "$OUT/corpus" --actors 8
 
-echo "== 2/5 extracting features with Spark ($MASTER), plus one telephone-channel copy of each clip"
+echo "== 2/5 extracting features with Spark ($MASTER), plus one telephone-channel copy of each clip,"
+echo "         with the log-mel floor 40 dB under each clip's peak (robust to a line's noise floor)"
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/extract_features.py \
-  --input "$OUT/corpus" --output "$OUT/features" --log-level WARNING \
+  --input "$OUT/corpus" --output "$OUT/features" --log-level WARNING --set mel.top_db=40 \
   --augment 1 --set 'augment.settings.effects=["telephone"]' --set augment.settings.max_effects_per_variant=1
 python - "$OUT/features" <<'PY'
 import json, sys

@@ -18,13 +18,13 @@ from training.bundle.load import load_bundle, load_bundle_from_files
 from training.calibration import apply_temperature
 from training.models.cnn import CnnConfig
 from training.models.cnn import predict_proba as cnn_predict_proba
-from training.data import feature_batch
+from training.data import feature_batch, standardisation_groups
 from training.evaluate import EVALUATION_FILE, PREDICTIONS_FILE, evaluate_frame, predict_frame
 from training.inference import CallModel
 from training.models.fusion import fuse_probabilities
 from training.models.logreg import LogregConfig
 from training.speaker_norm import speaker_standardise
-from training.splits import SplitConfig, speaker_keys
+from training.splits import SplitConfig
 from training.protocol import CONFUSION_PLOT, CURVES_PLOT, RELIABILITY_PLOT, TrainConfig, train_from_frame
 
 torch.set_num_threads(1)
@@ -167,7 +167,8 @@ def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFra
     assert set(config["weights_sha256"]) == {WEIGHTS_FILE, STATS_MODEL_FILE}
     bundle = load_bundle(path)
     mapped = frame[frame["label"].isin(LABELS)].reset_index(drop=True)
-    batch, groups = feature_batch(mapped, ["log_mel", "stats"]), speaker_keys(mapped)
+    # each speaker's original clips and its augmented copies are standardised apart, as in training
+    batch, groups = feature_batch(mapped, ["log_mel", "stats"]), standardisation_groups(mapped)
     with pytest.raises(UserError, match="several clips per speaker"):
         bundle.predict_proba(batch)
     fused = bundle.predict_proba(batch, groups)

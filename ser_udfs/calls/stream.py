@@ -409,7 +409,8 @@ class CallScores:
 @dataclass(frozen=True)
 class Segment:
     """One stretch of a channel's timeline; ``label`` and ``probabilities`` are None outside
-    scored speech, ``turn`` (the index of the channel's speech turn it lies in) outside speech."""
+    scored speech, and ``turn`` (the index of the channel's speech turn the segment lies in) is
+    None outside speech."""
 
     channel: str
     start_s: float
