@@ -6,7 +6,8 @@ Usage::
         --output /tables/call_emotions [--channels all|mix|customer|0|1] [--window-s 3.0 --hop-s 1.5] \\
         [--format parquet|csv] [--plot CALL_ID_OR_PATH_END] [--config conf/score.toml] [--set key=value ...]
 
-Writes ``OUTPUT/segments`` (one row per stretch of a channel's timeline), ``OUTPUT/calls`` (one row
+Writes ``OUTPUT/segments`` (one row per stretch of a channel's timeline), ``OUTPUT/turns`` (one
+row per speech turn of a channel: role, emotion, overlap with the other channel), ``OUTPUT/calls`` (one row
 per scored call), ``OUTPUT/errors`` (files that could not be scored, with the reason),
 ``OUTPUT/plots/<call_id>.png`` with ``--plot``, then ``OUTPUT/_manifest.json`` (resolved config,
 model, counts, timings) and ``OUTPUT/_SUCCESS``. Calls listed = calls scored + errors.
@@ -52,7 +53,7 @@ from training.inference import CallModel, ScoringModelFactory, load_scoring_mode
 
 log = logging.getLogger("ser_spark.score_calls")
 
-TABLES = ("segments", "calls", "errors")
+TABLES = ("segments", "turns", "calls", "errors")
 #: The log-mel floor (dB under each clip's peak) of a model fit for calls: a line's noise floor sits
 #: on it as the silence of clean training clips does.
 CALL_MEL_TOP_DB = 40.0
@@ -126,6 +127,7 @@ def _score_into(
         output_schema=to_arrow_schema(output_schema),
         rows_per_batch=config.output.rows_per_batch,
         model_loads=model_loads,
+        customer_channel=config.channels.customer,
     )
     rows = listed.repartition(partitions).mapInArrow(score, output_schema)
     rows.write.mode("overwrite").partitionBy("table_kind").parquet(staging)
@@ -153,6 +155,7 @@ def _counts(tables: dict[str, DataFrame], files_listed: int) -> dict[str, Any]:
         "calls_without_speech": calls.where(F.col("status") == "no_speech").count(),
         "errors": tables["errors"].count(),
         "segments": tables["segments"].count(),
+        "turns": tables["turns"].count(),
     }
     if counts["calls_scored"] + counts["errors"] != files_listed:
         raise RuntimeError(
@@ -168,7 +171,7 @@ def _stage_tables(spark: SparkSession, staging: str, tables: dict[str, DataFrame
     """Write each table into ``staging`` beside the scored rows (small tables in one file)."""
     staged = OutputDir(spark, staging)
     for name in TABLES:
-        table = tables[name] if name == "segments" else tables[name].coalesce(1)
+        table = tables[name] if name in ("segments", "turns") else tables[name].coalesce(1)
         _write_table(table, staged.child(name), file_format)
 
 
@@ -264,9 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _log_done(output: OutputDir, counts: dict[str, Any], model_loads: int, plot_uri: str | None) -> None:
     log.info(
-        "%d calls: %d scored (%d without speech), %d errors; %d segments; model loaded %d time(s)",
+        "%d calls: %d scored (%d without speech), %d errors; %d segments, %d turns; model loaded %d time(s)",
         counts["calls_listed"], counts["calls_scored"], counts["calls_without_speech"], counts["errors"],
-        counts["segments"], model_loads,
+        counts["segments"], counts["turns"], model_loads,
     )
     for name in TABLES:
         log.info("%s: %s", name, output.child(name))

@@ -24,6 +24,7 @@ from ser_udfs.calls.stream import (
     WindowConfig,
     WindowGeometry,
     call_timeline,
+    call_turns,
     channel_plan,
     channel_segments,
     negative_stretches,
@@ -465,3 +466,20 @@ def test_a_logreg_standardised_per_speaker_has_no_fallback_and_is_refused(tmp_pa
     ))
     with pytest.raises(UserError, match="nothing to fall back to"):
         CallModel(per_speaker)
+
+
+def test_turns_take_their_windows_mean_and_the_other_channels_overlap() -> None:
+    geometry, first = _two_turn_channel()  # channel "1": turns 1-5.5 s (two windows) and 8-9 s (none)
+    other = ChannelScores(name="0", n_samples=100, regions=np.array([[50, 85]]), windows=np.array([[50, 80]]),
+                          turns=np.array([0]), probabilities=np.array([[0.3, 0.7]], dtype=np.float32))
+    scores = CallScores(AudioInfo(10, 2, 100, "PCM_16"), geometry, CALL_LABELS, [first, other])
+    turns = call_turns(scores)
+    assert [(t.channel, t.turn, t.start_s, t.end_s, t.windows, t.label) for t in turns] == [
+        ("1", 0, 1.0, 5.5, 2, "angry"), ("1", 1, 8.0, 9.0, 0, None), ("0", 0, 5.0, 8.5, 1, "sad"),
+    ]
+    np.testing.assert_allclose(turns[0].probabilities, [0.55, 0.45], atol=1e-6)  # two 3 s windows, equal weight
+    assert [t.overlap_s for t in turns] == pytest.approx([0.5, 0.5, 1.0])
+    assert turns[1].probabilities is None and turns[1].confidence is None
+    assert [t.label for t in call_turns(scores, min_confidence=0.6)] == [UNCERTAIN_LABEL, None, "sad"]
+    alone = call_turns(CallScores(AudioInfo(10, 1, 100, "PCM_16"), geometry, CALL_LABELS, [other]))
+    assert alone[0].overlap_s is None  # one scored channel: nothing to overlap with

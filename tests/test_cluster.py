@@ -123,7 +123,8 @@ def test_extraction_on_the_cluster_equals_local_mode(spark, cluster, package: Pa
 
 
 def _score_tables(output: Path) -> dict[str, pd.DataFrame]:
-    keys = {"segments": ["call_id", "channel", "start_s"], "calls": ["call_id"], "errors": ["path"]}
+    keys = {"segments": ["call_id", "channel", "start_s"], "turns": ["call_id", "channel", "turn"], "calls": ["call_id"],
+            "errors": ["path"]}
     return {
         name: pd.read_parquet(output / name).sort_values(key).reset_index(drop=True) for name, key in keys.items()
     }
@@ -146,5 +147,5 @@ def test_scoring_on_the_cluster_equals_local_mode(spark, cluster, package: Path,
     assert on_cluster["counts"] == json.loads((tmp_path / "local" / "_manifest.json").read_text())["counts"]
     assert (on_cluster["counts"]["calls_listed"], on_cluster["counts"]["errors"]) == (3, 1)
     cluster_tables, local_tables = _score_tables(tmp_path / "cluster"), _score_tables(tmp_path / "local")
-    for name in ("segments", "calls", "errors"):
+    for name in ("segments", "turns", "calls", "errors"):
         assert_tables_equal(cluster_tables[name], local_tables[name], obj=name)

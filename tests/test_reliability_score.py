@@ -78,7 +78,7 @@ def test_counts_reconcile_and_no_number_is_nan(scored: Path, torture_root: Path)
     assert counts["calls_listed"] == len(torture.expected_outcomes(torture.present_cases(torture_root)))
     assert counts["calls_scored"] + counts["errors"] == counts["calls_listed"]
     assert (scored / "_SUCCESS").exists()
-    for table in ("segments", "calls"):
+    for table in ("segments", "turns", "calls"):
         data = pq.read_table(scored / table)
         for name in data.column_names:
             column = data.column(name)
@@ -112,7 +112,8 @@ def test_scoring_task_failing_once_per_partition_is_retried_without_duplicates(
     assert job.returncode == 0, job.stderr[-3000:]
     manifest = json.loads((tmp_path / "retried" / "_manifest.json").read_text())
     assert len(list((tmp_path / "markers").iterdir())) == manifest["spark"]["partitions"] == 4
-    keys = {"segments": ["call_id", "channel", "start_s"], "calls": ["call_id"], "errors": ["path"]}
+    keys = {"segments": ["call_id", "channel", "start_s"], "turns": ["call_id", "channel", "turn"], "calls": ["call_id"],
+            "errors": ["path"]}
     for table, key in keys.items():
         retried = pd.read_parquet(tmp_path / "retried" / table).sort_values(key).reset_index(drop=True)
         clean = pd.read_parquet(tmp_path / "clean" / table).sort_values(key).reset_index(drop=True)

@@ -94,6 +94,20 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
         durations = (labelled["end_s"] - labelled["start_s"]).groupby(labelled["label"]).sum()
         assert durations.idxmax() == expected
         np.testing.assert_allclose(labelled[["prob_angry", "prob_sad"]].sum(axis=1), 1.0, atol=1e-5)
+    turns = pd.read_parquet(output / "turns")
+    assert counts["turns"] == len(turns)
+    own_turns = turns[turns["path"] == stereo_uri]
+    assert sorted(own_turns["role"].unique()) == ["agent", "customer"]
+    assert (own_turns[own_turns["channel"] == "1"]["role"] == "customer").all()
+    # one row per speech turn of the timeline, with the segments' span and the windows' label
+    speech = own[own["speech"]]
+    assert len(own_turns) == speech.groupby(["channel", "turn"]).ngroups
+    for row in own_turns.itertuples():
+        pieces = speech[(speech["channel"] == row.channel) & (speech["turn"] == row.turn)]
+        assert (pieces["start_s"].min(), pieces["end_s"].max()) == pytest.approx((row.start_s, row.end_s))
+        assert row.duration_s == pytest.approx(row.end_s - row.start_s) and row.overlap_s == 0.0
+    assert (turns[turns["path"].str.endswith("mono.wav")]["role"] == "unknown").all()
+    assert turns[turns["path"].str.endswith("mono.wav")]["overlap_s"].isna().all()
     plot = output / "plots" / f"{clip_id_for(stereo_uri)}.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -193,7 +207,7 @@ def test_the_model_is_loaded_once_per_worker_process(spark, bundle_dir: Path, ca
         for path in paths:  # three tasks in the same process
             batch = pa.RecordBatch.from_pylist([{"path": path, "content": None}], schema=pa.schema([("path", pa.string()), ("content", pa.binary())]))
             out = pa.Table.from_batches(list(score(iter([batch]))), schema=schema).to_pandas()
-            assert set(out["table_kind"]) <= {"segments", "calls", "errors"}
+            assert set(out["table_kind"]) <= {"segments", "turns", "calls", "errors"}
         assert loads.value == 1
         cached = model_cache.cached_model(model_id(bundle), lambda: pytest.fail("built again"), on_load=lambda: loads.add(1))
         assert cached.labels == bundle.labels

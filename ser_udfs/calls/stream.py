@@ -766,6 +766,82 @@ def _merge_pieces(pieces: list[_Piece], channel: str, labels: Sequence[str], rat
     return segments
 
 
+@dataclass(frozen=True)
+class TurnScore:
+    """One speech turn of a channel, as the ``turns`` table holds it.
+
+    Attributes
+    ----------
+    channel, turn
+        The channel's name and the turn's index in it (as in :class:`Segment`).
+    start_s, end_s
+        Where the turn lies in the call.
+    label, confidence, probabilities
+        The mean of the turn's windows' calibrated probabilities (each weighted by its length;
+        a turn up to the clip length has one window, the turn itself), its top label
+        (``uncertain`` under ``summary.min_confidence``) and top probability; None for a turn
+        without a scored window.
+    windows
+        Scored windows in the turn.
+    overlap_s
+        Seconds of the turn during which another scored channel's speech goes on; None when only
+        one channel is scored (nothing to compare with).
+    """
+
+    channel: str
+    turn: int
+    start_s: float
+    end_s: float
+    label: str | None
+    confidence: float | None
+    probabilities: np.ndarray | None
+    windows: int
+    overlap_s: float | None
+
+
+def _union(regions: Sequence[np.ndarray]) -> np.ndarray:
+    """The union of several channels' speech regions, ``[m, 2]``, sorted and not overlapping."""
+    spans = sorted(tuple(span) for part in regions for span in part.tolist())
+    merged: list[list[int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return np.array(merged, dtype=np.int64).reshape(-1, 2)
+
+
+def _overlap_samples(start: int, end: int, regions: np.ndarray) -> int:
+    """Samples of ``[start, end)`` inside ``regions`` (``[n, 2]``, sorted, not overlapping)."""
+    if len(regions) == 0:
+        return 0
+    shared = np.minimum(regions[:, 1], end) - np.maximum(regions[:, 0], start)
+    return int(np.clip(shared, 0, None).sum())
+
+
+def call_turns(scores: CallScores, min_confidence: float = 0.0) -> list[TurnScore]:
+    """Every speech turn of every scored channel, channel by channel in time order (see :class:`TurnScore`)."""
+    rate = scores.geometry.sample_rate
+    turns: list[TurnScore] = []
+    for channel in scores.channels:
+        others = _union([other.regions for other in scores.channels if other is not channel]) \
+            if len(scores.channels) > 1 else None
+        for index, (start, end) in enumerate(channel.regions.tolist()):
+            low, high = np.searchsorted(channel.turns, [index, index + 1])
+            label = confidence = mean = None
+            if high > low:
+                lengths = (channel.windows[low:high, 1] - channel.windows[low:high, 0]).astype(np.float64)
+                mean = (channel.probabilities[low:high] * lengths[:, None]).sum(axis=0) / lengths.sum()
+                best = int(np.argmax(mean))
+                confidence = float(mean[best])
+                label = UNCERTAIN_LABEL if confidence < min_confidence else scores.labels[best]
+                mean = mean.astype(np.float32)
+            overlap = None if others is None else _overlap_samples(start, end, others) / rate
+            turns.append(TurnScore(channel.name, index, start / rate, end / rate, label, confidence, mean,
+                                   int(high - low), overlap))
+    return turns
+
+
 def negative_stretches(segments: Sequence[Segment], config: SummaryConfig) -> list[Stretch]:
     """The strongest stretches of negative emotions, most confident first.
 

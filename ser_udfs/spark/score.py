@@ -5,7 +5,7 @@ The function runs in the Python workers and never knows what a model is: like
 driver and a model id, and asks :func:`ser_udfs.spark.model_cache.cached_model` for the
 predictor, so the model is built once per Python worker process (Spark reuses the workers,
 ``spark.python.worker.reuse``); every build adds 1 to an accumulator that the job reports.
-Each listed file becomes segment rows and one call row, or one error row, tagged by
+Each listed file becomes segment rows, turn rows and one call row, or one error row, tagged by
 ``table_kind``; one bad call never fails the job.
 """
 
@@ -25,6 +25,7 @@ from ser_udfs.calls.stream import (
     ChannelChoice,
     Predictor,
     call_timeline,
+    call_turns,
     parse_channels,
     score_call,
 )
@@ -100,6 +101,26 @@ CALL_COLUMNS_DDL = (
 ERROR_COLUMNS_DDL = "path string, call_id string, error_kind string, error_message string, model_id string"
 
 
+def turn_columns_ddl(labels: Sequence[str]) -> str:
+    """Columns of the ``turns`` table for a model with ``labels`` (probability columns as in ``segments``)."""
+    probabilities = ", ".join(f"{probability_column(label)} double" for label in labels)
+    return (
+        "call_id string, path string, channel string, role string, turn int, start_s double, end_s double, "
+        f"duration_s double, windows int, label string, confidence double, {probabilities}, overlap_s double, "
+        "model_id string"
+    )
+
+
+def channel_role(channel: str, n_channels: int, customer_channel: int) -> str:
+    """``customer`` for the customer channel of a file with several channels, ``agent`` for the
+    other one of a stereo file, ``unknown`` otherwise (a mix, a mono file, a third channel)."""
+    if channel == "mix" or n_channels < 2:
+        return "unknown"
+    if channel == str(customer_channel):
+        return "customer"
+    return "agent" if n_channels == 2 else "unknown"
+
+
 def probability_column(label: str) -> str:
     """Column name of a label's probability: ``prob_`` + the label in lower case, ``[a-z0-9_]``."""
     return "prob_" + re.sub(r"[^0-9a-z_]", "_", label.lower())
@@ -137,6 +158,7 @@ def table_columns(labels: Sequence[str]) -> dict[str, list[str]]:
     """Column names of each output table (``segments``, ``calls``, ``errors``), in order."""
     return {
         "segments": _names(segment_columns_ddl(labels)),
+        "turns": _names(turn_columns_ddl(labels)),
         "calls": _names(CALL_COLUMNS_DDL),
         "errors": _names(ERROR_COLUMNS_DDL),
     }
@@ -144,7 +166,8 @@ def table_columns(labels: Sequence[str]) -> dict[str, list[str]]:
 
 def table_ddls(labels: Sequence[str]) -> dict[str, str]:
     """DDL of each output table."""
-    return {"segments": segment_columns_ddl(labels), "calls": CALL_COLUMNS_DDL, "errors": ERROR_COLUMNS_DDL}
+    return {"segments": segment_columns_ddl(labels), "turns": turn_columns_ddl(labels), "calls": CALL_COLUMNS_DDL,
+            "errors": ERROR_COLUMNS_DDL}
 
 
 def output_ddl(labels: Sequence[str]) -> str:
@@ -181,8 +204,10 @@ def call_rows(
     config: CallScoringConfig,
     channels: ChannelChoice,
     model_id: str,
+    customer_channel: int = 1,
 ) -> list[dict[str, Any]]:
-    """Score one call into its rows: segments then the call row (each with ``table_kind``)."""
+    """Score one call into its rows: segments, turns, then the call row (each with ``table_kind``);
+    ``customer_channel`` names the turns' roles (:func:`channel_role`)."""
     call_id = clip_id_for(path)
     scores = score_call(source, predictor, config, channels=channels)
     segments, summary = call_timeline(scores, config)
@@ -196,6 +221,16 @@ def call_rows(
         }
         for index, label in enumerate(scores.labels):
             row[probability_column(label)] = None if segment.probabilities is None else float(segment.probabilities[index])
+        rows.append(row)
+    for turn in call_turns(scores, config.summary.min_confidence):
+        row = {
+            **base, "channel": turn.channel, "role": channel_role(turn.channel, scores.info.channels, customer_channel),
+            "turn": turn.turn, "start_s": turn.start_s, "end_s": turn.end_s, "duration_s": turn.end_s - turn.start_s,
+            "windows": turn.windows, "label": turn.label, "confidence": turn.confidence,
+            "overlap_s": turn.overlap_s, "table_kind": "turns",
+        }
+        for index, label in enumerate(scores.labels):
+            row[probability_column(label)] = None if turn.probabilities is None else float(turn.probabilities[index])
         rows.append(row)
     rows.append({
         **base,
@@ -228,6 +263,7 @@ def make_score_fn(
     output_schema: pa.Schema,
     rows_per_batch: int = 2048,
     model_loads: Any = None,
+    customer_channel: int = 1,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """Build the ``mapInArrow`` function of the scoring job.
 
@@ -248,6 +284,8 @@ def make_score_fn(
         Rows per Arrow batch yielded.
     model_loads
         A Spark accumulator counting predictor builds (one per Python worker), or None.
+    customer_channel
+        ``channels.customer``: the channel whose turns are the customer's.
     """
 
     def count_load() -> None:
@@ -265,7 +303,7 @@ def make_score_fn(
                     predictor = cached_model(model_id, make_predictor, on_load=count_load)
                 rows.extend(_rows_for_file(
                     row["path"], row["content"], predictor, config, channels, read_mode, model_id,
-                    listing_error=row.get("listing_error"),
+                    listing_error=row.get("listing_error"), customer_channel=customer_channel,
                 ))
                 if len(rows) >= rows_per_batch:
                     yield pa.RecordBatch.from_pylist(rows, schema=output_schema)
@@ -288,6 +326,7 @@ def _rows_for_file(
     model_id: str,
     *,
     listing_error: str | None = None,
+    customer_channel: int = 1,
 ) -> list[dict[str, Any]]:
     error = {"path": path, "call_id": clip_id_for(path), "model_id": model_id, "table_kind": "errors"}
     try:
@@ -295,7 +334,7 @@ def _rows_for_file(
             raise listing_clip_error(listing_error)
         source = open_source(path, content, read_mode)
         try:
-            return call_rows(path, source, predictor, config, channels, model_id)
+            return call_rows(path, source, predictor, config, channels, model_id, customer_channel)
         finally:
             if hasattr(source, "close"):
                 source.close()
