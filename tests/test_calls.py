@@ -32,6 +32,7 @@ from ser_udfs.calls.stream import (
     predict_windows,
     score_call,
     smooth_probabilities,
+    talk_figures,
     turn_windows,
     window_batch,
     window_geometry,
@@ -483,3 +484,18 @@ def test_turns_take_their_windows_mean_and_the_other_channels_overlap() -> None:
     assert [t.label for t in call_turns(scores, min_confidence=0.6)] == [UNCERTAIN_LABEL, None, "sad"]
     alone = call_turns(CallScores(AudioInfo(10, 1, 100, "PCM_16"), geometry, CALL_LABELS, [other]))
     assert alone[0].overlap_s is None  # one scored channel: nothing to overlap with
+
+
+def test_talk_figures_count_silence_overlap_and_turns() -> None:
+    geometry, first = _two_turn_channel()  # channel "1": turns 1-5.5 s and 8-9 s of a 10 s call
+    other = ChannelScores(name="0", n_samples=100, regions=np.array([[50, 85]]), windows=np.zeros((0, 2), np.int64),
+                          turns=np.zeros(0, np.int64), probabilities=np.zeros((0, 2), np.float32))
+    talk = talk_figures(CallScores(AudioInfo(10, 2, 100, "PCM_16"), geometry, CALL_LABELS, [first, other]))
+    # someone speaks 1-9 s: 2 s of silence; both speak 5-5.5 s and 8-8.5 s
+    assert talk.silence_s == pytest.approx(2.0) and talk.overlap_s == pytest.approx(1.0)
+    assert talk.talk_share == pytest.approx({"1": 5.5 / 9.0, "0": 3.5 / 9.0})
+    assert talk.turn_count == {"1": 2, "0": 1}
+    assert talk.mean_turn_s == pytest.approx({"1": 2.75, "0": 3.5})
+    assert talk.longest_turn_s == pytest.approx({"1": 4.5, "0": 3.5})
+    alone = talk_figures(CallScores(AudioInfo(10, 1, 100, "PCM_16"), geometry, CALL_LABELS, [first]))
+    assert alone.overlap_s is None and alone.silence_s == pytest.approx(4.5)

@@ -106,6 +106,11 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
         pieces = speech[(speech["channel"] == row.channel) & (speech["turn"] == row.turn)]
         assert (pieces["start_s"].min(), pieces["end_s"].max()) == pytest.approx((row.start_s, row.end_s))
         assert row.duration_s == pytest.approx(row.end_s - row.start_s) and row.overlap_s == 0.0
+    stereo_talk = calls.loc[stereo_uri]
+    assert dict(stereo_talk["turn_count"]) == own_turns.groupby("channel").size().to_dict()
+    assert stereo_talk["overlap_s"] == 0.0 and 0.0 < stereo_talk["silence_s"] < 18.0
+    assert sum(dict(stereo_talk["talk_share"]).values()) == pytest.approx(1.0)
+    assert pd.isna(calls.loc[local_uri(str(calls_dir / "2026" / "mono.wav")), "overlap_s"])
     assert (turns[turns["path"].str.endswith("mono.wav")]["role"] == "unknown").all()
     assert turns[turns["path"].str.endswith("mono.wav")]["overlap_s"].isna().all()
     plot = output / "plots" / f"{clip_id_for(stereo_uri)}.png"

@@ -436,7 +436,7 @@ class Stretch:
 @dataclass(frozen=True)
 class CallSummary:
     """The per-call row: speech time, emotion shares, uncertain speech time left out of them,
-    dominant emotion, negative stretches."""
+    dominant emotion, negative stretches, and who talked when (:func:`talk_figures`)."""
 
     duration_s: float
     speech_s: dict[str, float]
@@ -445,6 +445,60 @@ class CallSummary:
     dominant_emotion: str | None
     negative_stretches: list[Stretch]
     status: str
+    talk: TalkFigures
+
+
+@dataclass(frozen=True)
+class TalkFigures:
+    """Who talked when, from the speech turns of the scored channels.
+
+    Attributes
+    ----------
+    talk_share
+        Per channel, its speech time over the speech time of all scored channels (0 without speech).
+    silence_s
+        Seconds in which no scored channel speaks.
+    overlap_s
+        Seconds in which two or more scored channels speak at once; None with one scored channel.
+    turn_count
+        Speech turns per channel.
+    mean_turn_s, longest_turn_s
+        Mean and longest turn per channel (0 without turns).
+    """
+
+    talk_share: dict[str, float]
+    silence_s: float
+    overlap_s: float | None
+    turn_count: dict[str, int]
+    mean_turn_s: dict[str, float]
+    longest_turn_s: dict[str, float]
+
+
+def talk_figures(scores: CallScores) -> TalkFigures:
+    """:class:`TalkFigures` of a scored call."""
+    rate = scores.geometry.sample_rate
+    channels = scores.channels
+    speech = {channel.name: channel.speech_samples for channel in channels}
+    total = sum(speech.values())
+    events = sorted((int(edge), step) for channel in channels for start, end in channel.regions.tolist()
+                    for edge, step in ((start, 1), (end, -1)))
+    n_samples = max((channel.n_samples for channel in channels), default=0)
+    active, previous, anyone, several = 0, 0, 0, 0
+    for edge, step in events:  # a sweep over turn edges: how many channels speak between two edges
+        if active >= 1:
+            anyone += edge - previous
+        if active >= 2:
+            several += edge - previous
+        active, previous = active + step, edge
+    lengths = {channel.name: (channel.regions[:, 1] - channel.regions[:, 0]) / rate for channel in channels}
+    return TalkFigures(
+        talk_share={name: (value / total if total > 0 else 0.0) for name, value in speech.items()},
+        silence_s=max(0, n_samples - anyone) / rate,
+        overlap_s=several / rate if len(channels) > 1 else None,
+        turn_count={name: int(len(values)) for name, values in lengths.items()},
+        mean_turn_s={name: float(values.mean()) if len(values) else 0.0 for name, values in lengths.items()},
+        longest_turn_s={name: float(values.max()) if len(values) else 0.0 for name, values in lengths.items()},
+    )
 
 
 class _ChannelStream:
@@ -888,7 +942,8 @@ def negative_stretches(segments: Sequence[Segment], config: SummaryConfig) -> li
 
 def summarise_call(scores: CallScores, segments: Sequence[Segment], config: SummaryConfig) -> CallSummary:
     """Speech seconds per channel, share of labelled speech time per emotion (uncertain time left
-    out, and counted in ``uncertain_s``), the dominant emotion, and the strongest negative stretches."""
+    out, and counted in ``uncertain_s``), the dominant emotion, the strongest negative stretches,
+    and who talked when."""
     rate = scores.geometry.sample_rate
     durations = dict.fromkeys(scores.labels, 0.0)
     uncertain_s = 0.0
@@ -907,6 +962,7 @@ def summarise_call(scores: CallScores, segments: Sequence[Segment], config: Summ
         dominant_emotion=max(durations, key=durations.__getitem__) if total > 0 else None,
         negative_stretches=negative_stretches(segments, config),
         status="ok" if scores.windows_scored else "no_speech",
+        talk=talk_figures(scores),
     )
 
 

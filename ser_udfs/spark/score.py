@@ -95,6 +95,8 @@ CALL_COLUMNS_DDL = (
     "call_id string, path string, duration_s double, sample_rate int, channels int, encoding string, "
     "scored_channels array<string>, speech_s map<string,double>, windows_scored int, "
     "channel_windows map<string,int>, adaptation map<string,string>, "
+    "talk_share map<string,double>, silence_s double, overlap_s double, turn_count map<string,int>, "
+    "mean_turn_s map<string,double>, longest_turn_s map<string,double>, "
     "emotion_share map<string,double>, uncertain_s double, dominant_emotion string, "
     f"negative_stretches array<{STRETCH_DDL}>, model_id string, status string"
 )
@@ -243,6 +245,12 @@ def call_rows(
         "windows_scored": scores.windows_scored,
         "channel_windows": {channel.name: len(channel.windows) for channel in scores.channels},
         "adaptation": {channel.name: channel.adaptation for channel in scores.channels},
+        "talk_share": summary.talk.talk_share,
+        "silence_s": summary.talk.silence_s,
+        "overlap_s": summary.talk.overlap_s,
+        "turn_count": summary.talk.turn_count,
+        "mean_turn_s": summary.talk.mean_turn_s,
+        "longest_turn_s": summary.talk.longest_turn_s,
         "emotion_share": summary.emotion_share,
         "uncertain_s": summary.uncertain_s,
         "dominant_emotion": summary.dominant_emotion,
