@@ -59,10 +59,9 @@ from ser_udfs.errors import UserError  # noqa: E402
 from ser_udfs.settings import resolve_config  # noqa: E402
 from ser_udfs.spark.feature_table import columns_for, read_feature_table  # noqa: E402
 from training.bundle.format import METRICS_FILE  # noqa: E402
-from training.data import feature_batch  # noqa: E402
+from training.data import feature_batch, standardisation_groups  # noqa: E402
 from training.protocol import TrainConfig, train_from_frame  # noqa: E402
 from training.speaker_norm import speaker_standardise  # noqa: E402
-from training.splits import speaker_keys  # noqa: E402
 
 log = logging.getLogger("ser_spark.bench.cnn_speaker_norm")
 
@@ -70,20 +69,6 @@ CONFIG_FILE = CONF_DIR / "train_cnn.toml"
 RUNS = ("baseline", "speaker-norm")
 #: The headline figures compared: UA and WA (the protocol's ``accuracy``).
 FIGURES = (("ua", "UA"), ("accuracy", "WA"))
-
-
-def normalisation_groups(frame: pd.DataFrame) -> np.ndarray:
-    """The group whose statistics standardise each row, ``[n]`` strings.
-
-    The speaker key of :func:`training.splits.speaker_keys` (``"ravdess/03"``); an augmented
-    copy (``augmentation`` not null) forms a group with the speaker's other copies of the same
-    augmentation, since scoring computes statistics per channel of what it hears.
-    """
-    keys = speaker_keys(frame)
-    if "augmentation" not in frame:
-        return keys
-    augmentation = frame["augmentation"].to_numpy()
-    return np.array([key if pd.isna(aug) else f"{key}|{aug}" for key, aug in zip(keys, augmentation)], dtype=object)
 
 
 def speaker_standardised_log_mel(frame: pd.DataFrame) -> pd.Series:
@@ -100,13 +85,14 @@ def speaker_standardised_log_mel(frame: pd.DataFrame) -> pd.Series:
     pd.Series
         Indexed like ``frame``: flat float32 arrays of the maps ``[n_mels, frames]`` with
         ``(log_mel[r, t] - mean_g[r]) / std_g[r]``, where ``mean_g``, ``std_g`` ``[n_mels]`` are
-        over all frames of all clips of the row's group ``g`` (:func:`normalisation_groups`), with
+        over all frames of all clips of the row's group ``g`` (:func:`training.data.standardisation_groups`:
+        the speaker, and an augmented copy's effects, as the stats model is standardised), with
         the std floor of :func:`training.speaker_norm.speaker_standardise`.
     """
     maps = feature_batch(frame, ["log_mel"])["log_mel"]  # [n, n_mels, frames]
     n_clips, n_mels, n_frames = maps.shape
     frames = maps.transpose(0, 2, 1).reshape(-1, n_mels)  # [n * frames, n_mels]
-    groups = np.repeat(normalisation_groups(frame), n_frames)
+    groups = np.repeat(standardisation_groups(frame), n_frames)
     standardised = speaker_standardise(frames, groups).astype(np.float32)
     standardised = standardised.reshape(n_clips, n_frames, n_mels).transpose(0, 2, 1)
     log.info("standardised %d log-mel maps [%d, %d] with the statistics of %d speaker groups",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -96,6 +97,18 @@ STEREO_TURNS = [
 ]
 
 
+def scored_windows(mono: np.ndarray, config: FeatureConfig) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """What call scoring feeds the model from a channel ``[n]`` at the model's rate: each window of
+    each detected turn (:func:`ser_udfs.calls.stream.turn_windows`), conditioned as a clip."""
+    from ser_udfs.audio.vad import VadConfig, detect_speech
+    from ser_udfs.calls.stream import WindowConfig, turn_windows, window_geometry
+
+    geometry = window_geometry(config, WindowConfig())
+    rate = config.audio.target_sample_rate_hz
+    return [((start, end), condition_clip(mono[start:end], config.audio))
+            for turn in detect_speech(mono, rate, VadConfig()).tolist() for start, end in turn_windows(*turn, geometry)]
+
+
 def call_bundle(directory: Path) -> Path:
     """A logreg bundle that tells angry from sad telephone speech of both channels' voices.
 
@@ -103,15 +116,11 @@ def call_bundle(directory: Path) -> Path:
     turns of calls rendered like the test calls (8 kHz, telephone band, the four telephone
     encodings; turns of 3 and 3.5 s), so scoring tests check the pipeline, not the model.
     """
-    from ser_udfs.audio.vad import VadConfig, detect_speech
-    from ser_udfs.calls.stream import WindowConfig, turn_windows, window_geometry
     from training.bundle.load import save_bundle
     from training.models.logreg import LogregConfig, fit_logreg
     from training.taxonomy import Taxonomy
 
     config = FeatureConfig()
-    geometry = window_geometry(config, WindowConfig())
-    rate = config.audio.target_sample_rate_hz
     clips, targets = [], []
     for target, label in enumerate(CALL_LABELS):
         for channel in (0, 1):
@@ -119,13 +128,12 @@ def call_bundle(directory: Path) -> Path:
                 length_s = (3.0, 3.5)[seed % 2]
                 call = synth_call([Turn(channel, 1.0, 1.0 + length_s, label)], duration_s=6.0, channels=2, seed=50 + seed)
                 encoding = ("pcm16", "ulaw", "gsm", "alaw")[seed]  # GSM 6.10 WAV is mono only: write the channel
-                written = write_call(directory.parent / f"{directory.name}-train.{encoding}.wav", call[channel], 8000,
-                                     encoding=encoding)
-                mono = to_mono_target_rate(decode_audio(written)[0], 8000, config.audio)
-                for start, end in [unit for turn in detect_speech(mono, rate, VadConfig()).tolist()
-                                   for unit in turn_windows(*turn, geometry)]:
-                    clips.append(condition_clip(mono[start:end], config.audio))
-                    targets.append(target)
+                with tempfile.TemporaryDirectory() as scratch:
+                    written = write_call(Path(scratch) / f"train.{encoding}.wav", call[channel], 8000, encoding=encoding)
+                    mono = to_mono_target_rate(decode_audio(written)[0], 8000, config.audio)
+                units = scored_windows(mono, config)
+                clips += [clip for _, clip in units]
+                targets += [target] * len(units)
     stats = compute_features_batch(np.stack(clips), 16000, config)["stats"]
     model = fit_logreg(stats, np.array(targets), n_classes=len(CALL_LABELS), config=LogregConfig(), seed=0)
     return save_bundle(
@@ -202,8 +210,6 @@ def adaptive_call_bundles(directory: Path) -> tuple[Path, Path]:
     every tilt: a CNN fused with a logreg on stats standardised per speaker (the CNN's classifier
     is zero, so it says nothing: the fused model's label is the stats model's, and the fallback
     is uniform) and a logreg on the stats with global standardisation."""
-    from ser_udfs.audio.vad import VadConfig, detect_speech
-    from ser_udfs.calls.stream import WindowConfig, turn_windows, window_geometry
     from training.bundle.load import save_bundle
     from training.models.cnn import CnnConfig, build_model
     from training.models.fusion import FusedModel
@@ -212,16 +218,13 @@ def adaptive_call_bundles(directory: Path) -> tuple[Path, Path]:
     from training.taxonomy import Taxonomy
 
     config = FeatureConfig()
-    geometry = window_geometry(config, WindowConfig())
     rate = config.audio.target_sample_rate_hz
     clips, targets, speakers = [], [], []
     for speaker, tilt in enumerate(("plain",) * 6):  # the offset of a bright voice is never seen in training
         channel, turns = speaker_channel([CALL_LABELS[k % 2] for k in range(8)], speaker=2 + speaker, tilt=tilt,
                                          seed=70 + speaker)
-        mono = to_mono_target_rate(channel[None, :], 8000, config.audio)
-        for start, end in [unit for turn in detect_speech(mono, rate, VadConfig()).tolist()
-                           for unit in turn_windows(*turn, geometry)]:
-            clips.append(condition_clip(mono[start:end], config.audio))
+        for (start, end), clip in scored_windows(to_mono_target_rate(channel[None, :], 8000, config.audio), config):
+            clips.append(clip)
             targets.append(CALL_LABELS.index(turn_label(turns, (start + end) / 2 / rate)))
             speakers.append(speaker)
     stats = compute_features_batch(np.stack(clips), rate, config)["stats"]

@@ -69,3 +69,25 @@ def test_cpu_of_exited_pool_workers_is_counted_once() -> None:
     work()  # starts the fork server outside the measurement
     _, _, usage = _procstat.measure(work)
     assert 0.7 * expected <= usage.cpu_s <= 1.3 * expected + 0.3
+
+
+def test_speaker_norm_bench_standardises_each_speakers_log_mel_rows_over_its_own_frames() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from bench.cnn_speaker_norm import speaker_standardised_log_mel
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for speaker, offset in (("01", -40.0), ("02", -10.0)):
+        for augmentation in (None, None, "telephone"):
+            log_mel = rng.normal(offset + (20.0 if augmentation else 0.0), 5.0, (4, 6)).astype(np.float32)
+            rows.append({"corpus": "ravdess", "speaker": speaker, "augmentation": augmentation,
+                         "log_mel": log_mel.ravel(), "log_mel_shape": np.array([4, 6])})
+    frame = pd.DataFrame(rows)
+    standardised = np.stack([values.reshape(4, 6) for values in speaker_standardised_log_mel(frame)])
+    for speaker in ("01", "02"):  # a speaker's originals together, its telephone copy on its own
+        originals = standardised[((frame["speaker"] == speaker) & frame["augmentation"].isna()).to_numpy()]
+        frames = originals.transpose(0, 2, 1).reshape(-1, 4)
+        np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(frames.std(axis=0), 1.0, atol=1e-4)
