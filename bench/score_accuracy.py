@@ -72,9 +72,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._corpus import DEFAULT_SOURCE  # noqa: E402
 from ser_udfs.audio.preprocess import preprocess, resample  # noqa: E402
-from ser_udfs.calls.stream import (  # noqa: E402
-    CallScoringConfig, ChannelScores, score_call, window_batch,
-)
+from ser_udfs.calls.config import CallScoringConfig  # noqa: E402
+from ser_udfs.calls.stream import ChannelScores, score_call, window_batch  # noqa: E402
 from ser_udfs.corpora import parse_clip_path  # noqa: E402
 from ser_udfs.settings import resolve_config  # noqa: E402
 from ser_udfs.spark.score import ScoreJobConfig  # noqa: E402

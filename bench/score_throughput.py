@@ -92,7 +92,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from ser_udfs.calls.stream import CallScoringConfig, WindowConfig, call_timeline, score_call
+    from ser_udfs.calls.config import CallScoringConfig, WindowConfig
+    from ser_udfs.calls.stream import score_call
+    from ser_udfs.calls.timeline import call_timeline
     from training.inference import load_call_model
 
     config = CallScoringConfig(window=WindowConfig(hop_s=args.hop_s))

@@ -7,9 +7,11 @@ Usage::
         [--format parquet|csv] [--plot CALL_ID_OR_PATH_END] [--config conf/score.toml] [--set key=value ...]
 
 Writes ``OUTPUT/segments`` (one row per stretch of a channel's timeline), ``OUTPUT/turns`` (one
-row per speech turn of a channel: role, emotion, overlap with the other channel), ``OUTPUT/calls`` (one row
-per scored call), ``OUTPUT/errors`` (files that could not be scored, with the reason),
-``OUTPUT/plots/<call_id>.png`` with ``--plot``, then ``OUTPUT/_manifest.json`` (resolved config,
+row per speech turn of a channel: role, emotion, overlap, interruption), ``OUTPUT/channels`` (one row
+per scored channel of a call: talk, emotion shares, negative figures), ``OUTPUT/calls`` (one row
+per scored call: talk, overlap, interruptions, reply gaps, escalation score and reasons),
+``OUTPUT/errors`` (files that could not be scored, with the reason; ``docs/CONTRACTS.md`` has
+every column), ``OUTPUT/plots/<call_id>-<file name>.png`` with ``--plot``, then ``OUTPUT/_manifest.json`` (resolved config,
 model, counts, timings) and ``OUTPUT/_SUCCESS``. Calls listed = calls scored + errors.
 
 Emotion recognition of employees is restricted in some jurisdictions (the EU AI Act bans it in
@@ -39,21 +41,13 @@ from ser_udfs.calls.stream import WindowGeometry, check_predictor
 from ser_udfs.errors import UserError
 from ser_udfs.settings import resolve_config, to_dict
 from ser_udfs.spark.io import OutputDir, audio_files, list_files, spark_reads_content
-from ser_udfs.spark.score import (
-    ReadSection,
-    ScoreJobConfig,
-    make_score_fn,
-    output_ddl,
-    probability_column,
-    table_columns,
-    table_ddls,
-)
+from ser_udfs.calls.tables import TABLES, probability_columns, table_columns, table_ddls
+from ser_udfs.spark.score import ReadSection, ScoreJobConfig, make_score_fn, output_ddl
 from training.bundle.load import Bundle
 from training.inference import CallModel, ScoringModelFactory, load_scoring_model, model_id
 
 log = logging.getLogger("ser_spark.score_calls")
 
-TABLES = ("segments", "turns", "calls", "errors")
 #: The log-mel floor (dB under each clip's peak) of a model fit for calls: a line's noise floor sits
 #: on it as the silence of clean training clips does.
 CALL_MEL_TOP_DB = 40.0
@@ -156,6 +150,7 @@ def _counts(tables: dict[str, DataFrame], files_listed: int) -> dict[str, Any]:
         "errors": tables["errors"].count(),
         "segments": tables["segments"].count(),
         "turns": tables["turns"].count(),
+        "channels": tables["channels"].count(),
     }
     if counts["calls_scored"] + counts["errors"] != files_listed:
         raise RuntimeError(
@@ -199,7 +194,7 @@ def _stage_plot(staging: str, segments: DataFrame, calls: DataFrame, wanted: str
         )
     call_id, path = match[0]
     rows = segments.where(F.col("call_id") == call_id).toPandas()
-    png = plot_call_timeline(rows, labels, title=f"call {call_id}: {path}", probability_columns=[probability_column(label) for label in labels])
+    png = plot_call_timeline(rows, labels, title=f"call {call_id}: {path}", probability_columns=probability_columns(labels))
     OutputDir(segments.sparkSession, staging).write_bytes(f"plots/{call_id}.png", png)
     return f"plots/{call_id}.png"
 
@@ -267,9 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _log_done(output: OutputDir, counts: dict[str, Any], model_loads: int, plot_uri: str | None) -> None:
     log.info(
-        "%d calls: %d scored (%d without speech), %d errors; %d segments, %d turns; model loaded %d time(s)",
-        counts["calls_listed"], counts["calls_scored"], counts["calls_without_speech"], counts["errors"],
-        counts["segments"], counts["turns"], model_loads,
+        "%d calls: %d scored (%d without speech), %d errors; %d segments, %d turns, %d channels; model loaded %d "
+        "time(s)", counts["calls_listed"], counts["calls_scored"], counts["calls_without_speech"], counts["errors"],
+        counts["segments"], counts["turns"], counts["channels"], model_loads,
     )
     for name in TABLES:
         log.info("%s: %s", name, output.child(name))

@@ -20,6 +20,7 @@ import torch
 
 from ser_udfs.audio.decode import decode_audio
 from ser_udfs.audio.preprocess import condition_clip, to_mono_target_rate
+from ser_udfs.calls.stream import ChannelScores, WindowGeometry
 from ser_udfs.features.compute import compute_features_batch
 from ser_udfs.features.config import AudioConfig, FeatureConfig
 from ser_udfs.synthetic.calls import Turn, synth_call, write_call
@@ -97,11 +98,26 @@ STEREO_TURNS = [
 ]
 
 
+def two_turn_channel() -> tuple[WindowGeometry, ChannelScores]:
+    """Channel "1" of a 10 s call at 10 Hz: turns 1-5.5 s (two windows: angry, sad) and 8-9 s (no window)."""
+    geometry = WindowGeometry(sample_rate=10, window_samples=30, hop_samples=15, min_speech_samples=5)
+    channel = ChannelScores(
+        name="1",
+        n_samples=100,
+        regions=np.array([[10, 55], [80, 90]]),
+        windows=np.array([[10, 40], [25, 55]]),
+        turns=np.array([0, 0]),
+        probabilities=np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32),
+    )
+    return geometry, channel
+
+
 def scored_windows(mono: np.ndarray, config: FeatureConfig) -> list[tuple[tuple[int, int], np.ndarray]]:
     """What call scoring feeds the model from a channel ``[n]`` at the model's rate: each window of
     each detected turn (:func:`ser_udfs.calls.stream.turn_windows`), conditioned as a clip."""
     from ser_udfs.audio.vad import VadConfig, detect_speech
-    from ser_udfs.calls.stream import WindowConfig, turn_windows, window_geometry
+    from ser_udfs.calls.config import WindowConfig
+    from ser_udfs.calls.stream import turn_windows, window_geometry
 
     geometry = window_geometry(config, WindowConfig())
     rate = config.audio.target_sample_rate_hz

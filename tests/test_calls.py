@@ -11,31 +11,33 @@ import pytest
 import soundfile as sf
 
 from ser_udfs.audio.decode import AudioInfo, decode_audio
-from ser_udfs.calls.stream import (
-    UNCERTAIN_LABEL,
+from ser_udfs.calls.config import (
     AdaptationConfig,
-    CallScores,
     CallScoringConfig,
-    ChannelScores,
-    Segment,
     SmoothingConfig,
     StreamConfig,
     SummaryConfig,
     WindowConfig,
+)
+from ser_udfs.calls.stream import (
+    CallScores,
+    ChannelScores,
     WindowGeometry,
-    call_timeline,
-    call_turns,
     channel_plan,
-    channel_segments,
-    negative_stretches,
     parse_channels,
     predict_windows,
     score_call,
-    smooth_probabilities,
-    talk_figures,
     turn_windows,
     window_batch,
     window_geometry,
+)
+from ser_udfs.calls.timeline import (
+    UNCERTAIN_LABEL,
+    Segment,
+    call_timeline,
+    channel_segments,
+    negative_stretches,
+    smooth_probabilities,
 )
 from ser_udfs.errors import ClipError, UserError
 from ser_udfs.features.config import AudioConfig, FeatureConfig
@@ -49,6 +51,7 @@ from tests.builders import (
     call_bundle,
     turn_label,
     two_speaker_call,
+    two_turn_channel,
     two_speaker_turns,
 )
 
@@ -279,22 +282,8 @@ def test_windows_never_span_a_pause_between_turns(bundle, stereo_call: Path) -> 
             assert region_start <= start < end <= region_end
 
 
-def _two_turn_channel() -> tuple[WindowGeometry, ChannelScores]:
-    """Channel "1" of a 10 s call at 10 Hz: turns 1-5.5 s (two windows: angry, sad) and 8-9 s (no window)."""
-    geometry = WindowGeometry(sample_rate=10, window_samples=30, hop_samples=15, min_speech_samples=5)
-    channel = ChannelScores(
-        name="1",
-        n_samples=100,
-        regions=np.array([[10, 55], [80, 90]]),
-        windows=np.array([[10, 40], [25, 55]]),
-        turns=np.array([0, 0]),
-        probabilities=np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32),
-    )
-    return geometry, channel
-
-
 def test_segments_tile_the_channel_and_follow_the_turns_windows() -> None:
-    geometry, channel = _two_turn_channel()
+    geometry, channel = two_turn_channel()
     segments = channel_segments(channel, CALL_LABELS, geometry, smoothing=1)
     summary = [(s.start_s, s.end_s, s.speech, s.turn, s.label) for s in segments]
     # pieces of turn 0: [1,2.5) window 0 → angry 0.9; [2.5,4) windows 0,1 → 0.55 angry; [4,5.5)
@@ -314,7 +303,7 @@ def test_segments_tile_the_channel_and_follow_the_turns_windows() -> None:
 
 
 def test_low_confidence_speech_is_uncertain_and_left_out_of_the_shares() -> None:
-    geometry, channel = _two_turn_channel()
+    geometry, channel = two_turn_channel()
     scores = CallScores(AudioInfo(10, 1, 100, "PCM_16"), geometry, CALL_LABELS, [channel])
 
     def timeline(min_confidence: float):
@@ -467,35 +456,3 @@ def test_a_logreg_standardised_per_speaker_has_no_fallback_and_is_refused(tmp_pa
     ))
     with pytest.raises(UserError, match="nothing to fall back to"):
         CallModel(per_speaker)
-
-
-def test_turns_take_their_windows_mean_and_the_other_channels_overlap() -> None:
-    geometry, first = _two_turn_channel()  # channel "1": turns 1-5.5 s (two windows) and 8-9 s (none)
-    other = ChannelScores(name="0", n_samples=100, regions=np.array([[50, 85]]), windows=np.array([[50, 80]]),
-                          turns=np.array([0]), probabilities=np.array([[0.3, 0.7]], dtype=np.float32))
-    scores = CallScores(AudioInfo(10, 2, 100, "PCM_16"), geometry, CALL_LABELS, [first, other])
-    turns = call_turns(scores)
-    assert [(t.channel, t.turn, t.start_s, t.end_s, t.windows, t.label) for t in turns] == [
-        ("1", 0, 1.0, 5.5, 2, "angry"), ("1", 1, 8.0, 9.0, 0, None), ("0", 0, 5.0, 8.5, 1, "sad"),
-    ]
-    np.testing.assert_allclose(turns[0].probabilities, [0.55, 0.45], atol=1e-6)  # two 3 s windows, equal weight
-    assert [t.overlap_s for t in turns] == pytest.approx([0.5, 0.5, 1.0])
-    assert turns[1].probabilities is None and turns[1].confidence is None
-    assert [t.label for t in call_turns(scores, min_confidence=0.6)] == [UNCERTAIN_LABEL, None, "sad"]
-    alone = call_turns(CallScores(AudioInfo(10, 1, 100, "PCM_16"), geometry, CALL_LABELS, [other]))
-    assert alone[0].overlap_s is None  # one scored channel: nothing to overlap with
-
-
-def test_talk_figures_count_silence_overlap_and_turns() -> None:
-    geometry, first = _two_turn_channel()  # channel "1": turns 1-5.5 s and 8-9 s of a 10 s call
-    other = ChannelScores(name="0", n_samples=100, regions=np.array([[50, 85]]), windows=np.zeros((0, 2), np.int64),
-                          turns=np.zeros(0, np.int64), probabilities=np.zeros((0, 2), np.float32))
-    talk = talk_figures(CallScores(AudioInfo(10, 2, 100, "PCM_16"), geometry, CALL_LABELS, [first, other]))
-    # someone speaks 1-9 s: 2 s of silence; both speak 5-5.5 s and 8-8.5 s
-    assert talk.silence_s == pytest.approx(2.0) and talk.overlap_s == pytest.approx(1.0)
-    assert talk.talk_share == pytest.approx({"1": 5.5 / 9.0, "0": 3.5 / 9.0})
-    assert talk.turn_count == {"1": 2, "0": 1}
-    assert talk.mean_turn_s == pytest.approx({"1": 2.75, "0": 3.5})
-    assert talk.longest_turn_s == pytest.approx({"1": 4.5, "0": 3.5})
-    alone = talk_figures(CallScores(AudioInfo(10, 1, 100, "PCM_16"), geometry, CALL_LABELS, [first]))
-    assert alone.overlap_s is None and alone.silence_s == pytest.approx(4.5)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser_udfs.calls.stream import CallScoringConfig, check_predictor, score_call
+from ser_udfs.calls.config import CallScoringConfig
+from ser_udfs.calls.stream import check_predictor, score_call
 from ser_udfs.errors import ClipError, UserError
 from ser_udfs.synthetic.calls import synth_call, write_call
 from tests.builders import STEREO_TURNS, call_bundle, random_logreg_bundle

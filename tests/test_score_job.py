@@ -16,7 +16,8 @@ from jobs._cli import run
 from jobs.score_calls import main
 from ser_udfs.spark import model_cache
 from ser_udfs.spark import score as spark_score
-from ser_udfs.calls.stream import CallScoringConfig
+from ser_udfs.calls.config import CallScoringConfig
+from ser_udfs.calls.tables import TABLES, call_rows
 from ser_udfs.features.extract_file import clip_id_for
 from ser_udfs.spark.listing import local_uri
 from ser_udfs.spark.score import make_score_fn, output_ddl
@@ -76,18 +77,19 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
     assert errors["error_kind"].tolist() == ["decode"]
     stereo = calls.loc[stereo_uri]
     assert stereo["call_id"] == clip_id_for(stereo_uri)
-    assert list(stereo["scored_channels"]) == ["0", "1"]
+    assert list(stereo["scored_channels"]) == [0, 1]
     assert (stereo["channels"], stereo["sample_rate"], stereo["encoding"]) == (2, 8000, "ULAW")
     assert stereo["duration_s"] == pytest.approx(18.0)
     assert stereo["status"] == "ok" and stereo["dominant_emotion"] in CALL_LABELS
     assert stereo["uncertain_s"] == 0.0  # summary.min_confidence is off by default
     assert calls.loc[local_uri(str(calls_dir / "silent.wav")), "status"] == "no_speech"
     assert list(segments.columns) == [
-        "call_id", "path", "channel", "start_s", "end_s", "speech", "turn", "label", "confidence",
-        "prob_angry", "prob_sad", "model_id",
+        "call_id", "path", "channel", "role", "start_s", "end_s", "start_ms", "end_ms", "speech", "turn", "label",
+        "confidence", "prob_angry", "prob_sad", "model_id",
     ]
+    np.testing.assert_array_equal(segments["start_ms"], (segments["start_s"] * 1000).round().astype("int64"))
     own = segments[segments["path"] == stereo_uri]
-    for channel, expected in (("0", "angry"), ("1", "sad")):
+    for channel, expected in ((0, "angry"), (1, "sad")):
         timeline = own[own["channel"] == channel].sort_values("start_s")
         assert timeline["start_s"].iloc[0] == 0.0 and timeline["end_s"].iloc[-1] == pytest.approx(18.0)
         labelled = timeline.dropna(subset=["label"])
@@ -98,7 +100,7 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
     assert counts["turns"] == len(turns)
     own_turns = turns[turns["path"] == stereo_uri]
     assert sorted(own_turns["role"].unique()) == ["agent", "customer"]
-    assert (own_turns[own_turns["channel"] == "1"]["role"] == "customer").all()
+    assert (own_turns[own_turns["channel"] == 1]["role"] == "customer").all()
     # one row per speech turn of the timeline, with the segments' span and the windows' label
     speech = own[own["speech"]]
     assert len(own_turns) == speech.groupby(["channel", "turn"]).ngroups
@@ -106,11 +108,21 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
         pieces = speech[(speech["channel"] == row.channel) & (speech["turn"] == row.turn)]
         assert (pieces["start_s"].min(), pieces["end_s"].max()) == pytest.approx((row.start_s, row.end_s))
         assert row.duration_s == pytest.approx(row.end_s - row.start_s) and row.overlap_s == 0.0
-    stereo_talk = calls.loc[stereo_uri]
-    assert dict(stereo_talk["turn_count"]) == own_turns.groupby("channel").size().to_dict()
-    assert stereo_talk["overlap_s"] == 0.0 and 0.0 < stereo_talk["silence_s"] < 18.0
-    assert sum(dict(stereo_talk["talk_share"]).values()) == pytest.approx(1.0)
-    assert pd.isna(calls.loc[local_uri(str(calls_dir / "2026" / "mono.wav")), "overlap_s"])
+        assert not row.overlaps and not row.interruption
+    channels = pd.read_parquet(output / "channels")
+    assert counts["channels"] == len(channels) == 2 + 1 + 2 + 2  # stereo, mono, silent and short stereo
+    own_channels = channels[channels["path"] == stereo_uri].set_index("channel")
+    assert own_channels["turn_count"].to_dict() == own_turns.groupby("channel").size().to_dict()
+    assert own_channels["role"].to_dict() == {0: "agent", 1: "customer"}
+    assert own_channels["talk_share"].sum() == pytest.approx(1.0)
+    assert own_channels["windows"].sum() == stereo["windows_scored"]
+    assert own_channels.loc[0, "dominant_emotion"] == "angry" and own_channels.loc[1, "dominant_emotion"] == "sad"
+    assert stereo["overlap_s"] == 0.0 and 0.0 < stereo["silence_s"] < 18.0
+    assert stereo["talk_s"] + stereo["silence_s"] == pytest.approx(18.0, abs=0.01)
+    assert stereo["interruptions"] == 0 and stereo["median_reply_gap_s"] > 0
+    assert 0.0 <= stereo["escalation_score"] <= 1.0 and pd.isna(stereo["analytics_note"])
+    mono_row = calls.loc[local_uri(str(calls_dir / "2026" / "mono.wav"))]
+    assert pd.isna(mono_row["overlap_s"]) and pd.isna(mono_row["interruptions"]) and "mono" in mono_row["analytics_note"]
     assert (turns[turns["path"].str.endswith("mono.wav")]["role"] == "unknown").all()
     assert turns[turns["path"].str.endswith("mono.wav")]["overlap_s"].isna().all()
     plot = output / "plots" / f"{clip_id_for(stereo_uri)}.png"
@@ -133,7 +145,7 @@ def test_customer_channel_only_and_csv(spark, bundle_dir: Path, calls_dir: Path,
     assert by_path[local_uri(str(calls_dir / "2026" / "mono.wav"))] == "unsupported"  # no customer channel
     calls = pd.concat(pd.read_csv(part) for part in sorted((output / "calls").glob("part-*.csv")))
     assert len(calls) + len(errors) == N_CALLS
-    assert json.loads(calls["scored_channels"].iloc[0]) == ["1"]
+    assert json.loads(calls["scored_channels"].iloc[0]) == [1]
 
 
 def test_a_window_the_model_cannot_take_is_refused_before_spark_starts(bundle_dir: Path, tmp_path: Path, capsys) -> None:
@@ -171,11 +183,12 @@ def test_an_adaptive_bundle_adapts_to_each_channel_and_says_so(spark, tmp_path: 
     assert status == 0
     rows = {row["call_id"]: row for row in pd.read_parquet(output / "calls").to_dict("records")}
     two = rows[clip_id_for(local_uri(str(calls / "two-speakers.wav")))]
-    assert dict(two["adaptation"]) == {"0": "speaker", "1": "speaker"}
-    assert all(count >= 4 for count in dict(two["channel_windows"]).values())
-    assert sum(dict(two["channel_windows"]).values()) == two["windows_scored"]
-    one = rows[clip_id_for(local_uri(str(calls / "one-speaker.wav")))]
-    assert dict(one["adaptation"]) == {"0": "none"}  # 8 s: too few windows, the CNN alone
+    channels = pd.read_parquet(output / "channels")
+    both = channels[channels["call_id"] == two["call_id"]].set_index("channel")
+    assert both["adaptation"].to_dict() == {0: "speaker", 1: "speaker"}
+    assert (both["windows"] >= 4).all() and both["windows"].sum() == two["windows_scored"]
+    one = channels[channels["path"].str.endswith("one-speaker.wav")]
+    assert one["adaptation"].tolist() == ["none"]  # 8 s: too few windows, the CNN alone
     segments = pd.read_parquet(output / "segments")
     speech = segments[segments["speech"]]
     assert speech["turn"].notna().all() and segments[~segments["speech"]]["turn"].isna().all()
@@ -212,7 +225,7 @@ def test_the_model_is_loaded_once_per_worker_process(spark, bundle_dir: Path, ca
         for path in paths:  # three tasks in the same process
             batch = pa.RecordBatch.from_pylist([{"path": path, "content": None}], schema=pa.schema([("path", pa.string()), ("content", pa.binary())]))
             out = pa.Table.from_batches(list(score(iter([batch]))), schema=schema).to_pandas()
-            assert set(out["table_kind"]) <= {"segments", "turns", "calls", "errors"}
+            assert set(out["table_kind"]) <= set(TABLES)
         assert loads.value == 1
         cached = model_cache.cached_model(model_id(bundle), lambda: pytest.fail("built again"), on_load=lambda: loads.add(1))
         assert cached.labels == bundle.labels
@@ -238,8 +251,8 @@ def test_the_worker_factory_rebuilds_the_bundle_from_its_bytes_alone(bundle_dir:
 def test_bytes_read_by_spark_score_like_the_file(bundle_dir: Path, calls_dir: Path) -> None:
     bundle = CallModel(load_bundle(bundle_dir))
     path = local_uri(str(calls_dir / "stereo.wav"))
-    by_path = spark_score.call_rows(path, str(calls_dir / "stereo.wav"), bundle, CallScoringConfig(), "all", "m")
-    by_bytes = spark_score.call_rows(path, (calls_dir / "stereo.wav").read_bytes(), bundle, CallScoringConfig(), "all", "m")
+    by_path = call_rows(path, str(calls_dir / "stereo.wav"), bundle, CallScoringConfig(), "all", "m")
+    by_bytes = call_rows(path, (calls_dir / "stereo.wav").read_bytes(), bundle, CallScoringConfig(), "all", "m")
     assert by_path == by_bytes
     opened = spark_score.open_source(path, None, "pyarrow")
     assert opened == str(calls_dir / "stereo.wav")  # local files are opened by path in any mode

@@ -1,4 +1,4 @@
-"""Scoring one recorded call: an emotion timeline per channel and a summary per call.
+"""Scoring one recorded call: calibrated emotion probabilities of the speech turns of each channel.
 
 Pure NumPy, no Spark (the Spark wrapper is :mod:`ser_udfs.spark.score`). For each call:
 
@@ -27,24 +27,17 @@ Pure NumPy, no Spark (the Spark wrapper is :mod:`ser_udfs.spark.score`). For eac
    statistics from that channel's windows over the whole call (``adaptation = "speaker"``);
    with fewer than ``adaptation.min_windows`` windows, or ``adaptation.mode = "off"``, it uses
    its part that needs no speaker statistics (``adaptation = "none"``). ``"mix"`` and a mono file
-   are one channel: one "speaker" whose statistics pool everyone on it;
-7. per channel: optional moving average of the window probabilities over neighbouring windows
-   of the same turn, then a timeline of non-overlapping segments (:func:`channel_segments`) and
-   the call summary (:func:`summarise_call`).
+   are one channel: one "speaker" whose statistics pool everyone on it.
 
-Timeline rule: inside a turn, time is cut at the edges of its windows; each piece takes the mean
-probabilities of the turn's windows overlapping it and their most probable label; consecutive
-pieces of a turn with the same label are merged (probabilities weighted by duration). A turn no
-window covers (shorter than ``window.min_speech_s``, or without signal) has no label. A piece
-whose top probability is under ``summary.min_confidence`` is labelled ``uncertain``
-(:data:`UNCERTAIN_LABEL`; its probabilities are kept); uncertain speech counts in no emotion's
-share: the summary reports its seconds (``uncertain_s``) instead.
+The timeline and summary of the scores are :mod:`ser_udfs.calls.timeline`'s; the turns,
+talk and escalation figures :mod:`ser_udfs.calls.analytics`'s; the table rows
+:mod:`ser_udfs.calls.tables`'.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Literal, Protocol, Sequence
 
 import numpy as np
@@ -52,13 +45,12 @@ import numpy as np
 from ser_udfs.audio.decode import AudioInfo, AudioSource, read_info, stream_audio_blocks
 from ser_udfs.audio.preprocess import Resampler, check_duration, check_finite, check_not_silent, condition_clip, downmix
 from ser_udfs.audio.vad import SpeechDetector, VadConfig
+from ser_udfs.calls.config import AdaptationConfig, CallScoringConfig, WindowConfig
 from ser_udfs.errors import ClipError, UserError
 from ser_udfs.features.compute import compute_features_batch
 from ser_udfs.features.config import AudioConfig, FeatureConfig
 
 ChannelChoice = Literal["all", "mix"] | tuple[int, ...]
-#: The label of timeline pieces whose top probability is under ``summary.min_confidence``.
-UNCERTAIN_LABEL = "uncertain"
 
 
 class Predictor(Protocol):
@@ -88,84 +80,6 @@ class Predictor(Protocol):
         """Calibrated float32 ``[n, len(labels)]`` of one channel's ``[n, m]`` window outputs
         (``adapt``: take the ``n`` windows as one speaker; only when :attr:`adapts_to_speaker`)."""
         ...
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    """``[window]``: how turns are cut into windows (:func:`turn_windows`). ``window_s = 0`` means
-    the model's clip length; turns shorter than ``min_speech_s`` are not scored."""
-
-    window_s: float = 0.0
-    hop_s: float = 1.5
-    min_speech_s: float = 0.5
-
-
-@dataclass(frozen=True)
-class SmoothingConfig:
-    """``[smoothing]``: centred moving average over this many neighbouring windows (1 = off)."""
-
-    windows: int = 3
-
-    def __post_init__(self) -> None:
-        if self.windows < 1 or self.windows % 2 == 0:
-            raise ValueError("smoothing.windows must be an odd number >= 1 (1 turns smoothing off)")
-
-
-@dataclass(frozen=True)
-class SummaryConfig:
-    """``[summary]``: which labels count as negative, how stretches of them are reported, and
-    the top probability under which a piece of the timeline is labelled ``uncertain`` (0: off)."""
-
-    negative_labels: tuple[str, ...] = ("angry", "disgust", "fear", "sad")
-    top_stretches: int = 3
-    stretch_gap_s: float = 2.0
-    min_stretch_s: float = 2.0
-    min_confidence: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_confidence <= 1:
-            raise ValueError("summary.min_confidence must lie in [0, 1] (0 turns it off)")
-
-
-@dataclass(frozen=True)
-class AdaptationConfig:
-    """``[adaptation]``: per-channel speaker adaptation of a model that standardises per speaker.
-
-    ``mode = "speaker"`` adapts every channel with at least ``min_windows`` windows; ``"off"``
-    scores every channel with the model's part that needs no speaker statistics.
-    """
-
-    mode: Literal["speaker", "off"] = "speaker"
-    min_windows: int = 10
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("speaker", "off") or self.min_windows < 2:
-            raise ValueError('adaptation.mode must be "speaker" or "off" and adaptation.min_windows at least 2')
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """``[stream]``: decode block length and how many windows go through the model at once."""
-
-    block_s: float = 30.0
-    batch_windows: int = 32
-
-    def __post_init__(self) -> None:
-        if self.block_s <= 0 or self.batch_windows < 1:
-            raise ValueError("stream.block_s must be positive and stream.batch_windows at least 1")
-
-
-@dataclass(frozen=True)
-class CallScoringConfig:
-    """Everything that decides the numbers of a call's timeline, besides the model."""
-
-    window: WindowConfig = field(default_factory=WindowConfig)
-    vad: VadConfig = field(default_factory=VadConfig)
-    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
-    summary: SummaryConfig = field(default_factory=SummaryConfig)
-    stream: StreamConfig = field(default_factory=StreamConfig)
-    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
-
 
 @dataclass(frozen=True)
 class WindowGeometry:
@@ -406,101 +320,6 @@ class CallScores:
         return sum(len(channel.windows) for channel in self.channels)
 
 
-@dataclass(frozen=True)
-class Segment:
-    """One stretch of a channel's timeline; ``label`` and ``probabilities`` are None outside
-    scored speech, and ``turn`` (the index of the channel's speech turn the segment lies in) is
-    None outside speech."""
-
-    channel: str
-    start_s: float
-    end_s: float
-    speech: bool
-    label: str | None
-    confidence: float | None
-    probabilities: np.ndarray | None
-    turn: int | None = None
-
-
-@dataclass(frozen=True)
-class Stretch:
-    """A stretch of one negative emotion on one channel (segments joined across short pauses)."""
-
-    channel: str
-    start_s: float
-    end_s: float
-    label: str
-    confidence: float
-
-
-@dataclass(frozen=True)
-class CallSummary:
-    """The per-call row: speech time, emotion shares, uncertain speech time left out of them,
-    dominant emotion, negative stretches, and who talked when (:func:`talk_figures`)."""
-
-    duration_s: float
-    speech_s: dict[str, float]
-    emotion_share: dict[str, float]
-    uncertain_s: float
-    dominant_emotion: str | None
-    negative_stretches: list[Stretch]
-    status: str
-    talk: TalkFigures
-
-
-@dataclass(frozen=True)
-class TalkFigures:
-    """Who talked when, from the speech turns of the scored channels.
-
-    Attributes
-    ----------
-    talk_share
-        Per channel, its speech time over the speech time of all scored channels (0 without speech).
-    silence_s
-        Seconds in which no scored channel speaks.
-    overlap_s
-        Seconds in which two or more scored channels speak at once; None with one scored channel.
-    turn_count
-        Speech turns per channel.
-    mean_turn_s, longest_turn_s
-        Mean and longest turn per channel (0 without turns).
-    """
-
-    talk_share: dict[str, float]
-    silence_s: float
-    overlap_s: float | None
-    turn_count: dict[str, int]
-    mean_turn_s: dict[str, float]
-    longest_turn_s: dict[str, float]
-
-
-def talk_figures(scores: CallScores) -> TalkFigures:
-    """:class:`TalkFigures` of a scored call."""
-    rate = scores.geometry.sample_rate
-    channels = scores.channels
-    speech = {channel.name: channel.speech_samples for channel in channels}
-    total = sum(speech.values())
-    events = sorted((int(edge), step) for channel in channels for start, end in channel.regions.tolist()
-                    for edge, step in ((start, 1), (end, -1)))
-    n_samples = max((channel.n_samples for channel in channels), default=0)
-    active, previous, anyone, several = 0, 0, 0, 0
-    for edge, step in events:  # a sweep over turn edges: how many channels speak between two edges
-        if active >= 1:
-            anyone += edge - previous
-        if active >= 2:
-            several += edge - previous
-        active, previous = active + step, edge
-    lengths = {channel.name: (channel.regions[:, 1] - channel.regions[:, 0]) / rate for channel in channels}
-    return TalkFigures(
-        talk_share={name: (value / total if total > 0 else 0.0) for name, value in speech.items()},
-        silence_s=max(0, n_samples - anyone) / rate,
-        overlap_s=several / rate if len(channels) > 1 else None,
-        turn_count={name: int(len(values)) for name, values in lengths.items()},
-        mean_turn_s={name: float(values.mean()) if len(values) else 0.0 for name, values in lengths.items()},
-        longest_turn_s={name: float(values.max()) if len(values) else 0.0 for name, values in lengths.items()},
-    )
-
-
 class _ChannelStream:
     """Speech detection and turn windows for one channel, fed block by block.
 
@@ -721,257 +540,3 @@ def score_call(
         labels=tuple(predictor.labels),
         channels=[stream.result(predictor, config.adaptation) for stream in streams],
     )
-
-
-def smooth_probabilities(turns: np.ndarray, probabilities: np.ndarray, width: int) -> np.ndarray:
-    """Centred moving average over the windows of the same turn within ``width // 2`` windows.
-
-    Parameters
-    ----------
-    turns
-        int ``[m]`` turn index of each window, non-decreasing (windows in time order).
-    probabilities
-        ``[m, n_classes]``.
-
-    Returns
-    -------
-    float32 ``[m, n_classes]``; rows still sum to 1. A window never averages across a pause:
-    the emotion of one turn says little about the next one's.
-    """
-    if width <= 1 or len(turns) == 0:
-        return probabilities.astype(np.float32, copy=True)
-    half = width // 2
-    index = np.arange(len(turns))
-    first = np.searchsorted(turns, turns, side="left")
-    last = np.searchsorted(turns, turns, side="right") - 1
-    low, high = np.maximum(index - half, first), np.minimum(index + half, last)
-    sums = np.concatenate([np.zeros((1, probabilities.shape[1])), np.cumsum(probabilities, axis=0, dtype=np.float64)])
-    return ((sums[high + 1] - sums[low]) / (high - low + 1)[:, None]).astype(np.float32)
-
-
-_Piece = tuple[int, int, bool, "np.ndarray | None", "int | None"]
-
-
-def channel_segments(channel: ChannelScores, labels: Sequence[str], geometry: WindowGeometry, *, smoothing: int,
-                     min_confidence: float = 0.0) -> list[Segment]:
-    """The channel's timeline: non-overlapping segments covering ``[0, duration)``, in order.
-
-    Each turn is cut at the edges of its windows; each piece takes the mean (smoothed)
-    probabilities of the turn's windows overlapping it. A piece whose top probability is under
-    ``min_confidence`` is labelled :data:`UNCERTAIN_LABEL`.
-    """
-    probabilities = smooth_probabilities(channel.turns, channel.probabilities, smoothing)
-    sums = np.concatenate([np.zeros((1, len(labels))), np.cumsum(probabilities, axis=0, dtype=np.float64)])
-    pieces: list[_Piece] = []
-    position = 0
-    for turn, (region_start, region_end) in enumerate(channel.regions.tolist()):
-        if region_start > position:
-            pieces.append((position, region_start, False, None, None))
-        low, high = np.searchsorted(channel.turns, [turn, turn + 1])
-        starts, ends = channel.windows[low:high, 0], channel.windows[low:high, 1]
-        cuts = sorted({region_start, region_end, *starts.tolist(), *ends.tolist()})
-        for start, end in zip(cuts[:-1], cuts[1:]):
-            # windows of the turn overlapping [start, end): their starts and ends both increase
-            first = low + int(np.searchsorted(ends, start, side="right"))
-            last = low + int(np.searchsorted(starts, end, side="left"))
-            mean = (sums[last] - sums[first]) / (last - first) if last > first else None
-            pieces.append((start, end, True, mean, turn))
-        position = region_end
-    if position < channel.n_samples:
-        pieces.append((position, channel.n_samples, False, None, None))
-    return _merge_pieces(pieces, channel.name, labels, geometry.sample_rate, min_confidence)
-
-
-def _merge_pieces(pieces: list[_Piece], channel: str, labels: Sequence[str], rate: int,
-                  min_confidence: float) -> list[Segment]:
-    segments: list[Segment] = []
-    run: list[_Piece] = []
-    uncertain = -2
-
-    def key(piece: _Piece) -> tuple[bool, int | None, int]:
-        if piece[3] is None:
-            return piece[2], piece[4], -1
-        label = uncertain if float(np.max(piece[3])) < min_confidence else int(np.argmax(piece[3]))
-        return piece[2], piece[4], label
-
-    def close() -> None:
-        start, end, speech, turn = run[0][0], run[-1][1], run[0][2], run[0][4]
-        if run[0][3] is None:
-            segments.append(Segment(channel, start / rate, end / rate, speech, None, None, None, turn))
-        else:
-            weights = np.array([piece[1] - piece[0] for piece in run], dtype=np.float64)
-            mean = (np.stack([piece[3] for piece in run]) * weights[:, None]).sum(axis=0) / weights.sum()
-            best = int(np.argmax(mean))
-            # Pieces of one run share their label, so the run's mean keeps it: an uncertain run's
-            # top probability stays under min_confidence, a labelled run's at or above it.
-            label = UNCERTAIN_LABEL if key(run[0])[2] == uncertain else labels[best]
-            segments.append(Segment(channel, start / rate, end / rate, speech, label, float(mean[best]),
-                                    mean.astype(np.float32), turn))
-
-    for piece in pieces:
-        if piece[1] <= piece[0]:
-            continue
-        if run and (key(piece) != key(run[-1]) or piece[0] != run[-1][1]):
-            close()
-            run = []
-        run.append(piece)
-    if run:
-        close()
-    return segments
-
-
-@dataclass(frozen=True)
-class TurnScore:
-    """One speech turn of a channel, as the ``turns`` table holds it.
-
-    Attributes
-    ----------
-    channel, turn
-        The channel's name and the turn's index in it (as in :class:`Segment`).
-    start_s, end_s
-        Where the turn lies in the call.
-    label, confidence, probabilities
-        The mean of the turn's windows' calibrated probabilities (each weighted by its length;
-        a turn up to the clip length has one window, the turn itself), its top label
-        (``uncertain`` under ``summary.min_confidence``) and top probability; None for a turn
-        without a scored window.
-    windows
-        Scored windows in the turn.
-    overlap_s
-        Seconds of the turn during which another scored channel's speech goes on; None when only
-        one channel is scored (nothing to compare with).
-    """
-
-    channel: str
-    turn: int
-    start_s: float
-    end_s: float
-    label: str | None
-    confidence: float | None
-    probabilities: np.ndarray | None
-    windows: int
-    overlap_s: float | None
-
-
-def _union(regions: Sequence[np.ndarray]) -> np.ndarray:
-    """The union of several channels' speech regions, ``[m, 2]``, sorted and not overlapping."""
-    spans = sorted(tuple(span) for part in regions for span in part.tolist())
-    merged: list[list[int]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return np.array(merged, dtype=np.int64).reshape(-1, 2)
-
-
-def _overlap_samples(start: int, end: int, regions: np.ndarray) -> int:
-    """Samples of ``[start, end)`` inside ``regions`` (``[n, 2]``, sorted, not overlapping)."""
-    if len(regions) == 0:
-        return 0
-    shared = np.minimum(regions[:, 1], end) - np.maximum(regions[:, 0], start)
-    return int(np.clip(shared, 0, None).sum())
-
-
-def call_turns(scores: CallScores, min_confidence: float = 0.0) -> list[TurnScore]:
-    """Every speech turn of every scored channel, channel by channel in time order (see :class:`TurnScore`)."""
-    rate = scores.geometry.sample_rate
-    turns: list[TurnScore] = []
-    for channel in scores.channels:
-        others = _union([other.regions for other in scores.channels if other is not channel]) \
-            if len(scores.channels) > 1 else None
-        for index, (start, end) in enumerate(channel.regions.tolist()):
-            low, high = np.searchsorted(channel.turns, [index, index + 1])
-            label = confidence = mean = None
-            if high > low:
-                lengths = (channel.windows[low:high, 1] - channel.windows[low:high, 0]).astype(np.float64)
-                mean = (channel.probabilities[low:high] * lengths[:, None]).sum(axis=0) / lengths.sum()
-                best = int(np.argmax(mean))
-                confidence = float(mean[best])
-                label = UNCERTAIN_LABEL if confidence < min_confidence else scores.labels[best]
-                mean = mean.astype(np.float32)
-            overlap = None if others is None else _overlap_samples(start, end, others) / rate
-            turns.append(TurnScore(channel.name, index, start / rate, end / rate, label, confidence, mean,
-                                   int(high - low), overlap))
-    return turns
-
-
-def negative_stretches(segments: Sequence[Segment], config: SummaryConfig) -> list[Stretch]:
-    """The strongest stretches of negative emotions, most confident first.
-
-    Segments of the same channel and negative label are joined across pauses of at most
-    ``stretch_gap_s`` that hold no other label; stretches shorter than ``min_stretch_s`` are left
-    out; confidence is the duration-weighted mean probability of the label.
-    """
-    negative = set(config.negative_labels)
-    stretches: list[Stretch] = []
-    by_channel: dict[str, list[Segment]] = {}
-    for segment in segments:
-        by_channel.setdefault(segment.channel, []).append(segment)
-    for channel, own in by_channel.items():
-        current: list[Segment] = []
-
-        def close() -> None:
-            duration = sum(s.end_s - s.start_s for s in current)
-            confidence = sum((s.end_s - s.start_s) * (s.confidence or 0.0) for s in current) / duration
-            start_s, end_s = current[0].start_s, current[-1].end_s
-            if end_s - start_s >= config.min_stretch_s:
-                stretches.append(Stretch(channel, start_s, end_s, current[0].label or "", confidence))
-
-        for segment in own:
-            if segment.label is None:
-                continue
-            joins = (
-                current
-                and segment.label == current[-1].label
-                and segment.start_s - current[-1].end_s <= config.stretch_gap_s
-            )
-            if current and not joins:
-                close()
-                current = []
-            if segment.label in negative:
-                current.append(segment)
-            elif current:
-                close()
-                current = []
-        if current:
-            close()
-    stretches.sort(key=lambda s: (-s.confidence, s.channel, s.start_s))
-    return stretches[: config.top_stretches]
-
-
-def summarise_call(scores: CallScores, segments: Sequence[Segment], config: SummaryConfig) -> CallSummary:
-    """Speech seconds per channel, share of labelled speech time per emotion (uncertain time left
-    out, and counted in ``uncertain_s``), the dominant emotion, the strongest negative stretches,
-    and who talked when."""
-    rate = scores.geometry.sample_rate
-    durations = dict.fromkeys(scores.labels, 0.0)
-    uncertain_s = 0.0
-    for segment in segments:
-        if segment.label == UNCERTAIN_LABEL:
-            uncertain_s += segment.end_s - segment.start_s
-        elif segment.label is not None:
-            durations[segment.label] += segment.end_s - segment.start_s
-    total = sum(durations.values())
-    share = {label: (value / total if total > 0 else 0.0) for label, value in durations.items()}
-    return CallSummary(
-        duration_s=scores.info.duration_s,
-        speech_s={channel.name: channel.speech_samples / rate for channel in scores.channels},
-        emotion_share=share,
-        uncertain_s=uncertain_s,
-        dominant_emotion=max(durations, key=durations.__getitem__) if total > 0 else None,
-        negative_stretches=negative_stretches(segments, config),
-        status="ok" if scores.windows_scored else "no_speech",
-        talk=talk_figures(scores),
-    )
-
-
-def call_timeline(scores: CallScores, config: CallScoringConfig) -> tuple[list[Segment], CallSummary]:
-    """Segments of every scored channel (channel by channel, in time order) and the summary."""
-    segments = [
-        segment
-        for channel in scores.channels
-        for segment in channel_segments(channel, scores.labels, scores.geometry, smoothing=config.smoothing.windows,
-                                        min_confidence=config.summary.min_confidence)
-    ]
-    return segments, summarise_call(scores, segments, config.summary)
