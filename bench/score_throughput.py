@@ -9,7 +9,7 @@ For each call length, a stereo 8 kHz µ-law call of alternating agent/customer t
 speech per channel) is written once to the work folder (:func:`ser_udfs.synthetic.calls.write_long_call`).
 Each measurement runs in a fresh Python process pinned to one thread, as a Spark Python worker
 runs: it loads the bundle and scores the call with :func:`ser_udfs.calls.stream.score_call` plus the
-timeline and summary, then reports wall time, its own CPU time and its peak RSS. A
+timeline, summary and analytics, then reports wall time, its own CPU time and its peak RSS. A
 ``decode + VAD`` row streams the same call through decoding, resampling and speech detection
 alone. Real-time factors are audio seconds per CPU second of that single-threaded process, so
 they are per core; "call" counts the call's duration once, "channel" counts each scored channel.
@@ -92,6 +92,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from ser_udfs.calls.analytics import analyse_call
     from ser_udfs.calls.config import CallScoringConfig, WindowConfig
     from ser_udfs.calls.stream import score_call
     from ser_udfs.calls.timeline import call_timeline
@@ -108,6 +109,7 @@ def child(args: argparse.Namespace) -> None:
         started_cpu, started_wall = time.process_time(), time.perf_counter()
         scores = score_call(args.call, model, config)
         segments, summary = call_timeline(scores, config)
+        analyse_call(scores, segments, config, customer_channel=1)
         result = {
             "cpu_s": time.process_time() - started_cpu,
             "wall_s": time.perf_counter() - started_wall,
@@ -127,28 +129,17 @@ def child(args: argparse.Namespace) -> None:
 
 def _decode_and_detect(path: Path, config) -> dict[str, float]:
     """Stream decode → resample to 16 kHz → speech detection, as scoring does, without windows."""
-    from ser_udfs.audio.decode import read_info, stream_audio_blocks
-    from ser_udfs.audio.preprocess import Resampler
-    from ser_udfs.audio.vad import SpeechDetector
+    from ser_udfs.calls.stream import speech_turns
+    from ser_udfs.features.config import AudioConfig
 
     started_cpu, started_wall = time.process_time(), time.perf_counter()
-    info = read_info(path)
-    detectors = [SpeechDetector(config.vad, 16000) for _ in range(info.channels)]
-    resampler = Resampler(info.sample_rate, 16000, channels=info.channels, quality="HQ")
-    frames = 0
-    for block, _ in stream_audio_blocks(path, block_frames=int(config.stream.block_s * info.sample_rate)):
-        frames += block.shape[1]
-        for detector, channel in zip(detectors, resampler.push(block)):
-            detector.push(np.ascontiguousarray(channel))
-    for detector, channel in zip(detectors, resampler.push(np.zeros((info.channels, 0), np.float32), last=True)):
-        detector.push(np.ascontiguousarray(channel))
-        detector.finish()
+    info, turns = speech_turns(path, AudioConfig(), config)
     return {
         "cpu_s": time.process_time() - started_cpu,
         "wall_s": time.perf_counter() - started_wall,
-        "duration_s": frames / info.sample_rate,
+        "duration_s": info.duration_s,
         "channels": info.channels,
-        "speech_s": sum(d.speech_samples() for d in detectors) / 16000,
+        "speech_s": sum(int((regions[:, 1] - regions[:, 0]).sum()) for _, regions in turns) / 16000,
         "windows": 0,
         "segments": 0,
     }

@@ -17,7 +17,8 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def base_parser(description: str, default_config: str) -> argparse.ArgumentParser:
     """Parser with ``--config``, ``--set key=value`` (repeatable) and ``--log-level``."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument(
         "--config", default=str(CONF_DIR / default_config),
         help=f"TOML config (default: conf/{default_config})",

@@ -35,7 +35,7 @@ log = logging.getLogger("ser_spark.evaluate")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--features", required=True, help="a labelled features table (extraction --output)")
     parser.add_argument("--model", required=True, help="a model bundle folder (jobs/train.py --output)")
     parser.add_argument("--output", required=True, help="report folder to write (local path)")

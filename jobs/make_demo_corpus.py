@@ -15,7 +15,7 @@ from ser_udfs.synthetic.speech import write_demo_corpus
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--output", required=True, help="folder to write Actor_XX/*.wav into")
     parser.add_argument("--actors", type=int, default=8, help="number of actors (1-24)")
     args = parser.parse_args(argv)

@@ -180,11 +180,12 @@ def _write_table(frame: DataFrame, uri: str, file_format: str) -> None:
 
 
 def _stage_plot(staging: str, segments: DataFrame, calls: DataFrame, wanted: str, labels: Sequence[str]) -> str:
-    """Draw the timeline of the one scored call that ``wanted`` names into ``staging/plots/<call_id>.png``.
+    """Draw the timeline of the one scored call that ``wanted`` names into ``staging/plots/``
+    (:func:`~ser_udfs.calls.plot.timeline_file_name`: call id and file name).
 
     Returns the plot's name inside the output.
     """
-    from ser_udfs.calls.plot import plot_call_timeline
+    from ser_udfs.calls.plot import plot_call_timeline, timeline_file_name
 
     match = calls.where((F.col("call_id") == wanted) | F.col("path").endswith(wanted)).select("call_id", "path").limit(2).collect()
     if len(match) != 1:
@@ -195,8 +196,9 @@ def _stage_plot(staging: str, segments: DataFrame, calls: DataFrame, wanted: str
     call_id, path = match[0]
     rows = segments.where(F.col("call_id") == call_id).toPandas()
     png = plot_call_timeline(rows, labels, title=f"call {call_id}: {path}", probability_columns=probability_columns(labels))
-    OutputDir(segments.sparkSession, staging).write_bytes(f"plots/{call_id}.png", png)
-    return f"plots/{call_id}.png"
+    name = f"plots/{timeline_file_name(call_id, path)}"
+    OutputDir(segments.sparkSession, staging).write_bytes(name, png)
+    return name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "spark": spark_facts(spark, partitions=partitions),
             "read_mode": "spark" if with_content else config.read.mode,
             "plot": plot_uri,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
     _log_done(output, counts, model_loads.value, plot_uri)
     return 0

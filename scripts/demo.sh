@@ -8,10 +8,10 @@ SUBMIT_OPTS="--driver-java-options -Dlog4j.configurationFile=conf/log4j2.propert
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-echo "== 1/5 generating the demo corpus (synthetic speech, RAVDESS-style names)"
+echo "== 1/6 generating the demo corpus (synthetic speech, RAVDESS-style names)"
 python -m jobs.make_demo_corpus --output "$OUT/corpus" --actors 8
 
-echo "== 2/5 extracting features with Spark ($MASTER), plus one telephone-channel copy of each clip,"
+echo "== 2/6 extracting features with Spark ($MASTER), plus one telephone-channel copy of each clip,"
 echo "         with the log-mel floor 40 dB under each clip's peak (robust to a line's noise floor)"
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/extract_features.py \
   --input "$OUT/corpus" --output "$OUT/features" --log-level WARNING --set mel.top_db=40 \
@@ -22,7 +22,7 @@ manifest = json.load(open(f"{sys.argv[1]}/_manifest.json"))
 print("features:", sys.argv[1] + "/features", "| counts:", manifest["counts"], "| seconds:", manifest["timings_s"])
 PY
 
-echo "== 3/5 training: logistic regression (6-fold, speaker-independent) and a CNN fused with"
+echo "== 3/6 training: logistic regression (6-fold, speaker-independent) and a CNN fused with"
 echo "         per-speaker standardised statistics, the adaptive model (holdout of speakers)"
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/train.py --features "$OUT/features" \
   --model logreg --taxonomy core6 --output "$OUT/models/logreg-core6" --log-level WARNING
@@ -30,11 +30,11 @@ spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/train.py --features "$OUT/feat
   --model cnn --taxonomy core6 --folds 1 --set cnn.max_epochs=12 --set cnn.stats_fusion_weight=0.35 \
   --output "$OUT/models/adaptive-core6" --log-level WARNING
 
-echo "== 4/5 evaluating the adaptive bundle on the table (rows grouped by speaker; its test speakers were held out)"
+echo "== 4/6 evaluating the adaptive bundle on the table (rows grouped by speaker; its test speakers were held out)"
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/evaluate.py --features "$OUT/features" \
   --model "$OUT/models/adaptive-core6" --output "$OUT/reports/adaptive-core6" --log-level WARNING
 
-echo "== 5/5 scoring a generated stereo call (agent ch. 0, customer ch. 1, 8 kHz mu-law): each channel as one speaker"
+echo "== 5/6 scoring a generated stereo call (agent ch. 0, customer ch. 1, 8 kHz mu-law): each channel as one speaker"
 python -m ser_udfs.synthetic.calls "$OUT/calls/demo_call.wav" --duration-s 120
 spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/score_calls.py --input "$OUT/calls" \
   --model "$OUT/models/adaptive-core6" --output "$OUT/scores" --plot demo_call.wav --log-level WARNING
@@ -42,9 +42,18 @@ python - "$OUT/scores" <<'PY'
 import json, sys
 import pandas as pd
 m = json.load(open(f"{sys.argv[1]}/_manifest.json"))
-print("segments:", sys.argv[1] + "/segments", "| calls:", sys.argv[1] + "/calls", "| errors:", sys.argv[1] + "/errors")
+print("tables:", ", ".join(f"{sys.argv[1]}/{name}" for name in ("segments", "turns", "channels", "calls", "errors")))
 print("timeline plot:", m["plot"], "| counts:", m["counts"])
 for row in pd.read_parquet(f"{sys.argv[1]}/calls").to_dict("records"):
-    print(f"call {row['call_id']}: adaptation {dict(row['adaptation'])} from windows {dict(row['channel_windows'])}; "
-          f"dominant emotion {row['dominant_emotion']}")
+    reasons = "; ".join(reason["detail"] for reason in row["escalation_reasons"]) or "none"
+    print(f"call {row['call_id']}: escalation score {row['escalation_score']:.2f} (reasons: {reasons}); "
+          f"overlap {row['overlap_s']:.1f} s, {row['interruptions']} interruptions")
+for row in pd.read_parquet(f"{sys.argv[1]}/channels").sort_values(["call_id", "channel"]).to_dict("records"):
+    print(f"  channel {row['channel']} ({row['role']}): talk share {row['talk_share']:.0%}, dominant "
+          f"{row['dominant_emotion']}, negative {row['negative_share'] or 0:.0%}, ended negative {row['ended_negative']}; "
+          f"adaptation {row['adaptation']} from {row['windows']} windows")
 PY
+
+echo "== 6/6 the run report: counts, distributions, calls to review with their timelines (offline HTML)"
+python -m jobs.report_calls --scores "$OUT/scores" --output "$OUT/report" --log-level WARNING
+echo "report: $OUT/report/index.html"

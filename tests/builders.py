@@ -7,20 +7,26 @@ data, offline, in well under a second (the encoder and the call bundle in a few)
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from ser_udfs.audio.decode import decode_audio
 from ser_udfs.audio.preprocess import condition_clip, to_mono_target_rate
 from ser_udfs.calls.stream import ChannelScores, WindowGeometry
+from ser_udfs.calls.tables import probability_column
 from ser_udfs.features.compute import compute_features_batch
 from ser_udfs.features.config import AudioConfig, FeatureConfig
 from ser_udfs.synthetic.calls import Turn, synth_call, write_call
@@ -401,3 +407,231 @@ def start_extraction_job(
             [sys.executable, "-m", "jobs.extract_features", *extraction_args(corpus, output, *overrides)],
             cwd=REPO, env=environment, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+
+# --- scoring outputs, for the run report (tables of jobs/score_calls.py, by hand) ---------------
+#: Labels of the hand-made scoring outputs (``prob_<label>`` columns in this order).
+SCORING_LABELS = ("angry", "happy", "neutral", "sad")
+SCORING_MODEL_ID = "model-0123abcd"
+_NEGATIVE = {"angry", "sad"}
+
+
+@dataclass(frozen=True)
+class ScoredCall:
+    """One call of a hand-made scoring output.
+
+    ``channels`` are ``(channel, role)`` pairs; ``labels`` the two labels each channel's two
+    scored turns take (``"uncertain"`` allowed); ``reasons`` the escalation reasons that fired.
+    """
+
+    call_id: str
+    path: str
+    escalation_score: float
+    duration_s: float = 30.0
+    channels: tuple[tuple[int, str], ...] = ((0, "agent"), (1, "customer"))
+    labels: tuple[tuple[str, str], ...] = (("neutral", "happy"), ("angry", "angry"))
+    reasons: tuple[str, ...] = ()
+    overlap_s: float = 1.5
+    status: str = "ok"
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def _channel_tiles(call: ScoredCall, index: int) -> list[tuple[float, float, bool, str | None]]:
+    """``(start_s, end_s, speech, label)`` tiling ``0..duration`` for the ``index``-th channel."""
+    if call.status == "no_speech":
+        return [(0.0, call.duration_s, False, None)]
+    first, second = call.labels[index]
+    late = 14.0 + 4.0 * index
+    return [(0.0, 2.0, False, None), (2.0, 8.0, True, first), (8.0, 10.0, True, None), (10.0, late, False, None),
+            (late, call.duration_s, True, second)]
+
+
+def scoring_tables(calls: Sequence[ScoredCall], errors: Sequence[tuple[str, str]] = (),
+                   labels: Sequence[str] = SCORING_LABELS) -> dict[str, list[dict]]:
+    """The five tables of a scoring output (rows as dicts, spec column order) for ``calls``;
+    ``errors`` are ``(path, error_kind)`` of calls that could not be scored."""
+    tables: dict[str, list[dict]] = {name: [] for name in ("segments", "turns", "channels", "calls", "errors")}
+    for call in calls:
+        _add_call(tables, call, labels)
+    for path, kind in errors:
+        tables["errors"].append({"path": path, "call_id": f"err-{len(tables['errors'])}", "error_kind": kind,
+                                 "error_message": f"{path} could not be read ({kind})", "model_id": SCORING_MODEL_ID})
+    return tables
+
+
+def _label_probabilities(label: str | None, speech: bool, labels: Sequence[str]) -> dict[str, float | None]:
+    names = [probability_column(name) for name in labels]
+    if not speech or label is None:
+        return dict.fromkeys(names)
+    if label not in labels:  # uncertain: flat
+        return dict.fromkeys(names, 1.0 / len(labels))
+    rest = 0.3 / (len(labels) - 1)
+    return {name: 0.7 if name == probability_column(label) else rest for name in names}
+
+
+def _add_call(tables: dict[str, list[dict]], call: ScoredCall, labels: Sequence[str]) -> None:
+    base = {"call_id": call.call_id, "path": call.path}
+    channel_talk = []
+    for index, (channel, role) in enumerate(call.channels):
+        tiles = _channel_tiles(call, index)
+        turn = -1
+        previous_speech = False
+        labelled = {"all": 0.0, "negative": 0.0}
+        for start, end, speech, label in tiles:
+            if speech and not previous_speech:
+                turn += 1
+            previous_speech = speech
+            tables["segments"].append({
+                **base, "channel": channel, "role": role, "start_s": start, "end_s": end,
+                "start_ms": int(start * 1000), "end_ms": int(end * 1000), "speech": speech,
+                "turn": turn if speech else None, "label": label, "confidence": 0.7 if label else None,
+                **_label_probabilities(label, speech, labels), "model_id": SCORING_MODEL_ID,
+            })
+            if speech and label in labels:
+                labelled["all"] += end - start
+                labelled["negative"] += (end - start) if label in _NEGATIVE else 0.0
+            if speech and label:
+                tables["turns"].append({
+                    **base, "channel": channel, "role": role, "turn": turn, "start_s": start, "end_s": end,
+                    "start_ms": int(start * 1000), "end_ms": int(end * 1000), "duration_s": end - start, "windows": 2,
+                    "label": label, "confidence": 0.7, **_label_probabilities(label, speech, labels),
+                    "overlap_s": None if len(call.channels) == 1 else 0.0,
+                    "overlaps": None if len(call.channels) == 1 else False,
+                    "interruption": None if len(call.channels) == 1 else False, "model_id": SCORING_MODEL_ID,
+                })
+        talk_s = sum(end - start for start, end, speech, _ in tiles if speech)
+        channel_talk.append(talk_s)
+        scored_labels = [label for _, _, speech, label in tiles if speech and label in labels]
+        negative_share = labelled["negative"] / labelled["all"] if labelled["all"] else None
+        tables["channels"].append({
+            **base, "channel": channel, "role": role, "talk_s": talk_s, "talk_share": None,
+            "turn_count": turn + 1, "mean_turn_s": talk_s / (turn + 1) if turn >= 0 else 0.0,
+            "longest_turn_s": max((end - start for start, end, speech, _ in tiles if speech), default=0.0),
+            "interruptions": None if len(call.channels) == 1 else 0, "windows": 4, "adaptation": "none",
+            "emotion_share": [(label, 1.0 / len(scored_labels)) for label in scored_labels] if scored_labels else [],
+            "uncertain_s": sum(end - start for start, end, _, label in tiles if label == "uncertain"),
+            "dominant_emotion": scored_labels[-1] if scored_labels else None, "negative_share": negative_share,
+            "negative_share_first_third": negative_share, "negative_share_last_third": negative_share,
+            "longest_negative_s": labelled["negative"],
+            "ended_negative": None if not scored_labels else scored_labels[-1] in _NEGATIVE, "model_id": SCORING_MODEL_ID,
+        })
+    total_talk = sum(channel_talk)
+    for row, talk_s in zip(tables["channels"][-len(call.channels):], channel_talk):
+        row["talk_share"] = talk_s / total_talk if total_talk else 0.0
+    two = len(call.channels) > 1
+    tables["calls"].append({
+        **base, "duration_s": call.duration_s, "sample_rate": 8000, "channels": len(call.channels),
+        "encoding": "PCM_16", "scored_channels": [channel for channel, _ in call.channels], "windows_scored": 4,
+        "talk_s": max(channel_talk), "silence_s": call.duration_s - max(channel_talk),
+        "overlap_s": call.overlap_s if two else None, "interruptions": 0 if two else None,
+        "median_reply_gap_s": 0.8 if two else None, "emotion_share": [("angry", 0.5), ("neutral", 0.5)],
+        "uncertain_s": 0.0, "dominant_emotion": None if call.status == "no_speech" else "angry",
+        "negative_stretches": [] if call.status == "no_speech" else [
+            {"channel": call.channels[-1][0], "role": call.channels[-1][1], "start_s": 2.0, "end_s": 8.0,
+             "label": "angry", "confidence": 0.7}],
+        "escalation_score": call.escalation_score,
+        "escalation_reasons": [
+            {"reason": reason, "value": 0.8, "threshold": 0.5,
+             "detail": call.details.get(reason, f"{reason.replace('_', ' ')} in call {call.call_id}: 0.80 over 0.50.")}
+            for reason in call.reasons],
+        "analytics_note": None if two else "one scored channel: no overlap, interruptions or reply gaps.",
+        "model_id": SCORING_MODEL_ID, "status": call.status,
+    })
+
+
+def _scoring_schemas(labels: Sequence[str]) -> dict[str, pa.Schema]:
+    """The Arrow schemas of the scoring tables, as the spec types them."""
+    string, double, int32, int64, boolean = pa.string(), pa.float64(), pa.int32(), pa.int64(), pa.bool_()
+    probabilities = [(probability_column(label), double) for label in labels]
+    timing = [("start_s", double), ("end_s", double), ("start_ms", int64), ("end_ms", int64)]
+    shares = pa.map_(string, double)
+    stretch = pa.struct([("channel", int32), ("role", string), ("start_s", double), ("end_s", double),
+                         ("label", string), ("confidence", double)])
+    reason = pa.struct([("reason", string), ("value", double), ("threshold", double), ("detail", string)])
+    who = [("call_id", string), ("path", string), ("channel", int32), ("role", string)]
+    return {name: pa.schema(fields) for name, fields in {
+        "segments": [*who, *timing, ("speech", boolean), ("turn", int32), ("label", string), ("confidence", double),
+                     *probabilities, ("model_id", string)],
+        "turns": [*who, ("turn", int32), *timing, ("duration_s", double), ("windows", int32), ("label", string),
+                  ("confidence", double), *probabilities, ("overlap_s", double), ("overlaps", boolean),
+                  ("interruption", boolean), ("model_id", string)],
+        "channels": [*who, ("talk_s", double), ("talk_share", double), ("turn_count", int32), ("mean_turn_s", double),
+                     ("longest_turn_s", double), ("interruptions", int32), ("windows", int32), ("adaptation", string),
+                     ("emotion_share", shares), ("uncertain_s", double), ("dominant_emotion", string),
+                     ("negative_share", double), ("negative_share_first_third", double),
+                     ("negative_share_last_third", double), ("longest_negative_s", double),
+                     ("ended_negative", boolean), ("model_id", string)],
+        "calls": [("call_id", string), ("path", string), ("duration_s", double), ("sample_rate", int32),
+                  ("channels", int32), ("encoding", string), ("scored_channels", pa.list_(int32)),
+                  ("windows_scored", int32), ("talk_s", double), ("silence_s", double), ("overlap_s", double),
+                  ("interruptions", int32), ("median_reply_gap_s", double), ("emotion_share", shares),
+                  ("uncertain_s", double), ("dominant_emotion", string), ("negative_stretches", pa.list_(stretch)),
+                  ("escalation_score", double), ("escalation_reasons", pa.list_(reason)), ("analytics_note", string),
+                  ("model_id", string), ("status", string)],
+        "errors": [("path", string), ("call_id", string), ("error_kind", string), ("error_message", string),
+                   ("model_id", string)],
+    }.items()}
+
+
+def scoring_manifest(tables: dict[str, list[dict]], *, file_format: str = "parquet",
+                     labels: Sequence[str] = SCORING_LABELS) -> dict:
+    """The ``_manifest.json`` of a scoring output holding ``tables``."""
+    calls = tables["calls"]
+    return {
+        "job": "score_calls",
+        "inputs": ["/archive/calls/2026/11/"],
+        "config": {"output": {"format": file_format, "rows_per_batch": 4096}},
+        "model": {"model_id": SCORING_MODEL_ID, "model_kind": "cnn", "labels": list(labels), "path": "/models/cnn"},
+        "counts": {
+            "calls_listed": len(calls) + len(tables["errors"]), "calls_scored": len(calls),
+            "calls_without_speech": sum(call["status"] == "no_speech" for call in calls),
+            "errors": len(tables["errors"]), "segments": len(tables["segments"]), "turns": len(tables["turns"]),
+            "audio_s": sum(call["duration_s"] for call in calls), "windows_scored": 4 * len(calls),
+        },
+        "timings_s": {"total": 12.5},
+        "finished_at": "2026-11-30T08:15:00+00:00",
+    }
+
+
+def write_scoring_output(folder: Path, tables: dict[str, list[dict]], *, file_format: str = "parquet",
+                         labels: Sequence[str] = SCORING_LABELS, manifest: dict | None = None) -> Path:
+    """Write ``tables`` as jobs/score_calls.py lays out its output: one folder per table of
+    Spark-style part files (segments in two parts) with ``_SUCCESS``, then ``_manifest.json``
+    (``manifest``, default :func:`scoring_manifest`) and ``_SUCCESS``. CSV cells of array, map
+    and struct columns hold JSON text, booleans ``true``/``false``, nulls nothing."""
+    schemas = _scoring_schemas(labels)
+    for name, rows in tables.items():
+        table_dir = folder / name
+        table_dir.mkdir(parents=True)
+        (table_dir / "_SUCCESS").write_bytes(b"")
+        parts = [rows[: len(rows) // 2], rows[len(rows) // 2:]] if name == "segments" and len(rows) > 1 else [rows]
+        for number, part in enumerate(parts):
+            if file_format == "csv":
+                _write_csv_part(table_dir / f"part-{number:05d}-0000.csv", part, schemas[name])
+            else:
+                pq.write_table(pa.Table.from_pylist(part, schema=schemas[name]),
+                               table_dir / f"part-{number:05d}-0000.snappy.parquet")
+    if manifest is None:
+        manifest = scoring_manifest(tables, file_format=file_format, labels=labels)
+    (folder / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+    (folder / "_SUCCESS").write_bytes(b"")
+    return folder
+
+
+def _write_csv_part(path: Path, rows: list[dict], schema: pa.Schema) -> None:
+    def cell(value: object, kind: pa.DataType) -> object:
+        if value is None:
+            return ""
+        if pa.types.is_map(kind):
+            return json.dumps(dict(value))
+        if pa.types.is_list(kind) or pa.types.is_struct(kind):
+            return json.dumps(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value
+
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(schema.names)
+        for row in rows:
+            writer.writerow([cell(row[f.name], f.type) for f in schema])

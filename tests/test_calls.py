@@ -27,6 +27,7 @@ from ser_udfs.calls.stream import (
     parse_channels,
     predict_windows,
     score_call,
+    speech_turns,
     turn_windows,
     window_batch,
     window_geometry,
@@ -202,6 +203,16 @@ def test_streaming_equals_whole_file_and_the_training_path(bundle, stereo_call: 
         clips = np.stack([condition_clip(mono[start:end], audio) for start, end in channel.windows])
         expected = bundle.bundle.predict_proba(compute_features_batch(clips, 16000, bundle.feature_config))
         np.testing.assert_allclose(channel.probabilities, expected, atol=1e-5)
+
+
+def test_speech_turns_without_a_model_are_the_turns_scoring_finds(bundle, stereo_call: Path) -> None:
+    scored = score_call(stereo_call, bundle, CallScoringConfig())
+    info, turns = speech_turns(stereo_call, bundle.feature_config.audio, CallScoringConfig(stream=StreamConfig(block_s=0.7)))
+    assert info == scored.info and [name for name, _ in turns] == ["0", "1"]
+    for (_, regions), channel in zip(turns, scored.channels):
+        np.testing.assert_array_equal(regions, channel.regions)
+    (_, mixed), = speech_turns(stereo_call, bundle.feature_config.audio, CallScoringConfig(), channels="mix")[1]
+    assert len(mixed) > 0
 
 
 def test_window_geometry_follows_the_model_and_refuses_what_it_cannot_honour() -> None:

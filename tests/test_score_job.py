@@ -125,8 +125,15 @@ def test_job_scores_every_channel_and_reports_bad_files(spark, bundle_dir: Path,
     assert pd.isna(mono_row["overlap_s"]) and pd.isna(mono_row["interruptions"]) and "mono" in mono_row["analytics_note"]
     assert (turns[turns["path"].str.endswith("mono.wav")]["role"] == "unknown").all()
     assert turns[turns["path"].str.endswith("mono.wav")]["overlap_s"].isna().all()
-    plot = output / "plots" / f"{clip_id_for(stereo_uri)}.png"
+    plot = output / "plots" / f"{clip_id_for(stereo_uri)}-stereo.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the run report reads what the job wrote
+    from jobs.report_calls import main as report_main
+
+    assert run(report_main, ["--scores", str(output), "--output", str(tmp_path / "report"), "--top", "3"]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Calls to review" in page and clip_id_for(stereo_uri) in page
+    assert (tmp_path / "report" / "images" / f"{clip_id_for(stereo_uri)}-stereo.png").exists()
 
 
 @pytest.mark.spark

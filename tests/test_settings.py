@@ -54,3 +54,19 @@ def test_feature_config_round_trips_and_versions() -> None:
     assert again.version() == config.version()
     assert config.version() != FeatureConfig().version()
     assert config.describe_difference(FeatureConfig()) == ["mel.n_mels: 64 here, 128 there"]
+
+
+@pytest.mark.parametrize(("module", "argv", "missing"), [
+    ("jobs.score_calls", ["--input", "calls/", "--mode", "m", "--output", "out"], "--model"),  # --mode is not --model
+    ("jobs.extract_features", ["--input", "corpus/", "--out", "t"], "--output"),
+    ("jobs.train", ["--feat", "t", "--output", "m"], "--features"),
+    ("jobs.evaluate", ["--feat", "t", "--model", "m", "--output", "r"], "--features"),
+])
+def test_jobs_refuse_abbreviated_options(module: str, argv: list[str], missing: str, capsys) -> None:
+    import importlib
+
+    parse_args = importlib.import_module(module).parse_args
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert f"required: {missing}" in capsys.readouterr().err  # the abbreviation was not taken for it

@@ -135,7 +135,7 @@ def test_cnn_kfold_bundle_round_trip_and_evaluation(frame: pd.DataFrame, tmp_pat
     assert evaluation["augmented"]["n"] == 72
     assert len(evaluation["speakers_seen_in_training"]) == 6
     predictions = pd.read_parquet(tmp_path / "eval" / PREDICTIONS_FILE)
-    assert len(predictions) == 144 and {"predicted", "p_angry"} <= set(predictions.columns)
+    assert len(predictions) == 144 and {"predicted", "prob_angry"} <= set(predictions.columns)
     assert (tmp_path / "eval" / EVALUATION_FILE).is_file()
 
 

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ser_udfs.calls.tables import probability_columns
 from ser_udfs.errors import UserError
 from ser_udfs.features.config import FeatureConfig
 from training.bundle.load import Bundle
@@ -145,6 +146,6 @@ def _predictions_table(frame: pd.DataFrame, probabilities: np.ndarray, labels: t
     columns = [name for name in ("clip_id", "path", "corpus", "speaker", "augmentation", "label") if name in frame]
     table = frame[columns].copy()
     table["predicted"] = [labels[index] for index in probabilities.argmax(axis=1)]
-    for index, label in enumerate(labels):
-        table[f"p_{label}"] = probabilities[:, index]
+    for index, column in enumerate(probability_columns(labels)):
+        table[column] = probabilities[:, index]
     return table

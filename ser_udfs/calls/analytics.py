@@ -386,7 +386,7 @@ def channel_figures(scores: CallScores, channel: ChannelScores, role: str, segme
 def _who(figures: ChannelFigures) -> str:
     if figures.role in ("customer", "agent"):
         return f"the {figures.role}"
-    return "the mixed channels" if figures.channel == "mix" else f"channel {figures.channel}"
+    return "the mixed channels" if figures.channel == "mix" else f"the speaker on channel {figures.channel}"
 
 
 def escalation(channels: Sequence[ChannelFigures], talk: TalkFigures, duration_s: float,

@@ -488,6 +488,46 @@ def _channel_blocks(
     yield resampler.push(np.zeros((len(plan), 0), dtype=np.float32), last=True), 0, True
 
 
+def _open(source: AudioSource) -> tuple[AudioSource, AudioInfo]:
+    """The source as the decoder reads it, and its facts (a file object is rewound)."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    info = read_info(source)
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return source, info
+
+
+def speech_turns(
+    source: AudioSource, audio: AudioConfig, config: CallScoringConfig, *, channels: ChannelChoice = "all"
+) -> tuple[AudioInfo, list[tuple[str, np.ndarray]]]:
+    """The speech turns of a call's channels, as scoring finds them, without a model.
+
+    The same decoding, resampling to ``audio.target_sample_rate_hz`` and speech detection as
+    :func:`score_call` (so the same turns), for analytics and benches that need no emotion.
+
+    Returns
+    -------
+    info
+        The file's facts (frames decoded).
+    turns
+        ``(channel name, int64 [n, 2] turns in samples at the target rate)`` per scored channel.
+    """
+    source, info = _open(source)
+    plan = channel_plan(channels, info.channels)
+    detectors = [SpeechDetector(config.vad, audio.target_sample_rate_hz) for _ in plan]
+    decoded = 0
+    for samples, source_frames, last in _channel_blocks(source, info, plan, audio, config.stream.block_s):
+        decoded += source_frames
+        for detector, channel in zip(detectors, samples):
+            detector.push(np.ascontiguousarray(channel))
+            if last:
+                detector.finish()
+    return AudioInfo(info.sample_rate, info.channels, decoded, info.subtype), [
+        (name, np.array(detector.regions, dtype=np.int64).reshape(-1, 2)) for (name, _), detector in zip(plan, detectors)
+    ]
+
+
 def score_call(
     source: AudioSource,
     predictor: Predictor,
@@ -516,11 +556,7 @@ def score_call(
         model returns a NaN or infinite probability for any window (no probability is ever NaN).
     """
     geometry = window_geometry(predictor.feature_config, config.window)
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
-    info = read_info(source)
-    if hasattr(source, "seek"):
-        source.seek(0)
+    source, info = _open(source)
     plan = channel_plan(channels, info.channels)
     streams = [_ChannelStream(name, config.vad, geometry) for name, _ in plan]
     batcher = _WindowBatcher(predictor, config.stream.batch_windows)
