@@ -8,6 +8,8 @@ Usage::
 
 Writes ``OUTPUT/features`` (partitioned by corpus), ``OUTPUT/errors`` and
 ``OUTPUT/_manifest.json`` (resolved config, inputs, counts, timings), then ``OUTPUT/_SUCCESS``.
+With ``--incremental`` only the files no earlier run covered are extracted, and their rows are
+added as a run partition (``features/run_id=<id>/corpus=<c>``; :mod:`ser_udfs.spark.incremental`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -26,8 +29,10 @@ from jobs._spark import build_spark, spark_facts
 from ser_udfs.errors import UserError
 from ser_udfs.settings import resolve_config, to_dict
 from ser_udfs.spark.extract_driver import (
-    TABLES, ExtractJobConfig, choose_writer, extract_tables, extraction_inputs, partitions_for,
+    TABLE_SPECS, TABLES, ExtractJobConfig, choose_writer, extract_tables, extraction_inputs, output_identity,
+    partitions_for, staged_tables,
 )
+from ser_udfs.spark.incremental import LEDGER, RUNS_DIR, IncrementalOutput, committed_at, statuses_from
 from ser_udfs.spark.io import OutputDir
 from ser_udfs.spark.path_checks import check_output_apart
 
@@ -40,6 +45,10 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--manifest", help="CSV with columns path,label[,speaker,gender,corpus]")
     add_output_arguments(parser)
     parser.add_argument("--augment", type=int, help="augmented copies per clip (overrides augment.variants)")
+    parser.add_argument(
+        "--incremental", action="store_true",
+        help="extract only the files no earlier run into --output covered (new or changed files), and add their rows",
+    )
     args = parser.parse_args(argv)
     if not args.input and not args.manifest:
         parser.error("give at least one --input or a --manifest")
@@ -56,17 +65,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = build_spark("ser-extract-features")
     output = OutputDir(spark, args.output)
     # Everything that can refuse the run is checked before the output is touched.
-    inputs = extraction_inputs(spark, args.input, args.manifest, config.read)
+    inputs = extraction_inputs(spark, args.input, args.manifest, config.read, with_stats=args.incremental)
     files_listed = inputs.rows.count()
     if files_listed == 0:
         raise UserError(f"no audio files found in {', '.join(args.input or [args.manifest])}")
     writer = choose_writer(spark, output.uri, config.output.writer)
-    partitions = partitions_for(
-        files_listed, cores=spark.sparkContext.defaultParallelism, files_per_partition=config.read.files_per_partition
-    )
-    log.info("%d audio files listed; %d partitions", files_listed, partitions)
     with output.writing("extract_features", stale_after_s=args.lock_stale_h * 3600) as staging:
-        counts = extract_tables(inputs, config, staging=staging, writer=writer, partitions=partitions)
+        incremental = IncrementalOutput(output, TABLE_SPECS, identity=output_identity(config),
+                                        identity_name="feature config") if args.incremental else None
+        plan = incremental.plan(inputs.rows) if incremental else None
+        to_extract = replace(inputs, rows=plan.todo) if plan else inputs
+        skipped = plan.skipped if plan else 0
+        partitions = partitions_for(
+            files_listed - skipped, cores=spark.sparkContext.defaultParallelism,
+            files_per_partition=config.read.files_per_partition,
+        )
+        log.info("%d audio files listed, %d to extract; %d partitions", files_listed, files_listed - skipped, partitions)
+        counts = extract_tables(to_extract, config, staging=staging, writer=writer, partitions=partitions)
         extracted_s = time.time() - started
         manifest = {
             "job": "extract_features",
@@ -75,13 +90,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "config": to_dict(config),
             "feature_config": config.features.to_dict(),
             "feature_config_version": config.features.version(),
-            "counts": counts.reconcile(files_listed),
+            "counts": counts.reconcile(files_listed, skipped),
             "timings_s": {"extract_and_write": round(extracted_s, 3), "total": round(time.time() - started, 3)},
             "spark": spark_facts(spark, partitions=partitions),
             "read_mode": "spark" if inputs.with_content else "python",
             "writer": writer,
+            "run_id": output.run_id,
+            "finished_at": committed_at(),
         }
-        output.publish(staging, TABLES, manifest)
+        if incremental and plan:
+            manifest["incremental"] = plan.facts()
+            rewrites = incremental.stage_rewrites(staging, plan)
+            staged = staged_tables(spark, staging)
+            ledger = incremental.ledger_rows(plan, statuses_from(staged, "features", "extracted"), output.run_id,
+                                             manifest["finished_at"])
+            incremental.commit(staging, output.run_id, rewrites, ledger, manifest, staged_tables=TABLES)
+        else:
+            output.publish(staging, [*TABLES, LEDGER, RUNS_DIR], manifest)
     log.info(
         "%d files: %d clips (+%d augmented rows), %d errors -> %s in %.1f s", files_listed, counts.clips,
         counts.feature_rows - counts.clips, counts.errors, output.uri, time.time() - started,

@@ -139,10 +139,12 @@ def _read_parquet(folder: Path, columns: dict[str, str], call_ids: Sequence[str]
 
 
 def _part_files(folder: Path) -> list[Path]:
-    """A Spark-written folder's data files (not ``_SUCCESS``, ``.crc`` or empty files)."""
+    """A Spark-written folder's data files, in its partition folders too (an incremental output's
+    ``run_id=...``), not ``_SUCCESS``, ``.crc``, hidden folders or empty files."""
     return sorted(
-        path for path in folder.iterdir()
-        if path.is_file() and not path.name.startswith(("_", ".")) and path.stat().st_size > 0
+        path for path in folder.rglob("*")
+        if path.is_file() and path.stat().st_size > 0
+        and not any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts)
     )
 
 

@@ -40,9 +40,10 @@ from jobs._spark import build_spark, spark_facts
 from ser_udfs.calls.stream import WindowGeometry, check_predictor
 from ser_udfs.errors import UserError
 from ser_udfs.settings import resolve_config, to_dict
+from ser_udfs.spark.incremental import LEDGER, RUNS_DIR, IncrementalOutput, committed_at, statuses_from
 from ser_udfs.spark.io import OutputDir, audio_files, list_files, spark_reads_content
 from ser_udfs.calls.tables import TABLES, probability_columns, table_columns, table_ddls
-from ser_udfs.spark.score import ReadSection, ScoreJobConfig, make_score_fn, output_ddl
+from ser_udfs.spark.score import ReadSection, ScoreJobConfig, make_score_fn, output_ddl, table_specs
 from training.bundle.load import Bundle
 from training.inference import CallModel, ScoringModelFactory, load_scoring_model, model_id
 
@@ -62,7 +63,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--window-s", type=float, help="window length; must equal the model's clip length")
     parser.add_argument("--hop-s", type=float, help="seconds between window starts inside a turn longer than the window (overrides window.hop_s)")
     parser.add_argument("--format", choices=["parquet", "csv"], help="table format (overrides output.format)")
-    parser.add_argument("--plot", help="call id or end of a path: write its timeline to plots/<call_id>.png")
+    parser.add_argument("--plot", help="call id or end of a path: write its timeline to plots/<call_id>-<name>.png")
+    parser.add_argument(
+        "--incremental", action="store_true",
+        help="score only the calls no earlier run into --output covered (new or changed files), and add their rows",
+    )
     return parser.parse_args(argv)
 
 
@@ -92,11 +97,14 @@ def _model_facts(bundle: Bundle, geometry: WindowGeometry, call_model: CallModel
     }
 
 
-def _list_calls(spark: SparkSession, inputs: Sequence[str], read: ReadSection) -> tuple[DataFrame, bool]:
-    """The listed calls (cached; ``path, content, listing_error``) and whether Spark read their bytes."""
+def _list_calls(
+    spark: SparkSession, inputs: Sequence[str], read: ReadSection, *, with_stats: bool
+) -> tuple[DataFrame, bool]:
+    """The listed calls (cached; ``path, content, listing_error, size, modification_time_ms``)
+    and whether Spark read their bytes."""
     with_content = spark_reads_content(read.mode, inputs)
-    listed = audio_files(list_files(spark, inputs, with_content=with_content))
-    return listed.select("path", "content", "listing_error").cache(), with_content
+    listed = audio_files(list_files(spark, inputs, with_content=with_content, with_stats=with_stats))
+    return listed.cache(), with_content
 
 
 def _score_into(
@@ -123,7 +131,7 @@ def _score_into(
         model_loads=model_loads,
         customer_channel=config.channels.customer,
     )
-    rows = listed.repartition(partitions).mapInArrow(score, output_schema)
+    rows = listed.select("path", "content", "listing_error").repartition(partitions).mapInArrow(score, output_schema)
     rows.write.mode("overwrite").partitionBy("table_kind").parquet(staging)
 
 
@@ -140,11 +148,13 @@ def _staged_tables(spark: SparkSession, staging: str, labels: Sequence[str]) -> 
     return tables
 
 
-def _counts(tables: dict[str, DataFrame], files_listed: int) -> dict[str, Any]:
-    """The manifest's counts; every listed call is scored or an error, exactly once."""
+def _counts(tables: dict[str, DataFrame], files_listed: int, skipped: int = 0) -> dict[str, Any]:
+    """The manifest's counts; every listed call is skipped (an incremental run: covered by an
+    earlier one), scored or an error, exactly once."""
     calls = tables["calls"]
     counts: dict[str, Any] = {
         "calls_listed": files_listed,
+        "calls_skipped": skipped,
         "calls_scored": calls.count(),
         "calls_without_speech": calls.where(F.col("status") == "no_speech").count(),
         "errors": tables["errors"].count(),
@@ -152,9 +162,10 @@ def _counts(tables: dict[str, DataFrame], files_listed: int) -> dict[str, Any]:
         "turns": tables["turns"].count(),
         "channels": tables["channels"].count(),
     }
-    if counts["calls_scored"] + counts["errors"] != files_listed:
+    if skipped + counts["calls_scored"] + counts["errors"] != files_listed:
         raise RuntimeError(
-            f"counts do not reconcile: {files_listed} calls listed, {counts['calls_scored']} scored, {counts['errors']} errors"
+            f"counts do not reconcile: {files_listed} calls listed, {skipped} skipped, {counts['calls_scored']} scored, "
+            f"{counts['errors']} errors"
         )
     totals = calls.agg(F.sum("duration_s").alias("audio_s"), F.sum("windows_scored").alias("windows")).first()
     counts["audio_s"] = round(float(totals["audio_s"] or 0.0), 3)
@@ -227,25 +238,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = build_spark("ser-score-calls")
     output = OutputDir(spark, args.output)
     # Everything that can refuse the run before scoring is checked before the output is touched.
-    listed, with_content = _list_calls(spark, args.input, config.read)
+    listed, with_content = _list_calls(spark, args.input, config.read, with_stats=args.incremental)
     files_listed = listed.count()
     if files_listed == 0:
         raise UserError(f"no audio files found in {', '.join(args.input)}")
-    partitions = max(spark.sparkContext.defaultParallelism, -(-files_listed // config.read.files_per_partition))
-    log.info("%d calls listed; %d partitions", files_listed, partitions)
     with output.writing("score_calls", stale_after_s=args.lock_stale_h * 3600) as staging:
+        incremental = IncrementalOutput(output, table_specs(config.output.format), identity=model["model_id"],
+                                        identity_name="model") if args.incremental else None
+        plan = incremental.plan(listed) if incremental else None
+        to_score = plan.todo if plan else listed
+        skipped = plan.skipped if plan else 0
+        partitions = max(spark.sparkContext.defaultParallelism,
+                         -(-(files_listed - skipped) // config.read.files_per_partition))
+        log.info("%d calls listed, %d to score; %d partitions", files_listed, files_listed - skipped, partitions)
         model_loads = spark.sparkContext.accumulator(0)
-        _score_into(staging, listed, partitions, bundle, config, model_loads)
+        _score_into(staging, to_score, partitions, bundle, config, model_loads)
         scored_s = time.time() - started
 
         tables = _staged_tables(spark, staging, bundle.labels)
-        counts = _counts(tables, files_listed)
+        counts = _counts(tables, files_listed, skipped)
         _stage_tables(spark, staging, tables, config.output.format)
         plot = None
         if config.output.plot_call:
             plot = _stage_plot(staging, tables["segments"], tables["calls"], config.output.plot_call, bundle.labels)
         plot_uri = output.child(plot) if plot else None
-        output.publish(staging, [*TABLES, *([plot] if plot else [])], {
+        manifest = {
             "job": "score_calls",
             "inputs": list(args.input),
             "config": to_dict(config),
@@ -257,8 +274,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             "spark": spark_facts(spark, partitions=partitions),
             "read_mode": "spark" if with_content else config.read.mode,
             "plot": plot_uri,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+            "run_id": output.run_id,
+            "finished_at": committed_at(),
+        }
+        if incremental and plan:
+            manifest["incremental"] = plan.facts()
+            rewrites = incremental.stage_rewrites(staging, plan)
+            ledger = incremental.ledger_rows(plan, statuses_from(tables, "calls", "scored"), output.run_id,
+                                             manifest["finished_at"])
+            if plot:
+                output.move_into_place(OutputDir(spark, staging).child(plot), plot)
+            incremental.commit(staging, output.run_id, rewrites, ledger, manifest, staged_tables=TABLES)
+        else:
+            output.publish(staging, [*TABLES, LEDGER, RUNS_DIR, *([plot] if plot else [])], manifest)
     _log_done(output, counts, model_loads.value, plot_uri)
     return 0
 

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -395,18 +396,35 @@ def extraction_args(corpus: Path, output: Path, *overrides: str) -> list[str]:
     return argv
 
 
-def start_extraction_job(
-    corpus: Path, output: Path, log: Path, env: Mapping[str, str], *overrides: str, master: str = "local[2]"
+def start_job(
+    module: str, argv: Sequence[str], log: Path, env: Mapping[str, str], *, master: str = "local[2]"
 ) -> subprocess.Popen[bytes]:
-    """The extraction job as its own process group (Python driver, JVM, Python workers), output to ``log``."""
+    """A job (``jobs.<module>``) as its own process group (Python driver, JVM, Python workers), output to ``log``."""
     environment = {
         **os.environ, "SER_SPARK_MASTER": master, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable, **env,
     }
     with log.open("wb") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "jobs.extract_features", *extraction_args(corpus, output, *overrides)],
+            [sys.executable, "-m", f"jobs.{module}", *argv],
             cwd=REPO, env=environment, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+
+def wait_for_staged_files(job: subprocess.Popen[bytes], output: Path, log: Path) -> None:
+    """Return once ``job`` holds the lock of ``output`` and has staged a file (fails after 240 s)."""
+    deadline = time.time() + 240
+    while time.time() < deadline and job.poll() is None:
+        if (output / "_lock.json").exists() and [p for p in output.glob("_staging-*/**/*") if p.is_file()]:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the job did not start writing in time:\n" + log.read_text()[-3000:])
+
+
+def start_extraction_job(
+    corpus: Path, output: Path, log: Path, env: Mapping[str, str], *overrides: str, master: str = "local[2]"
+) -> subprocess.Popen[bytes]:
+    """The extraction job of :func:`extraction_args` as its own process group (:func:`start_job`)."""
+    return start_job("extract_features", extraction_args(corpus, output, *overrides), log, env, master=master)
 
 
 # --- scoring outputs, for the run report (tables of jobs/score_calls.py, by hand) ---------------

@@ -150,4 +150,4 @@ def test_augmented_copies_are_tagged_rows_of_their_clip(corpus: Path, tmp_path: 
         assert set(copies["clip_id"][copies["clip_id"].str.startswith(clip_id)]) == {f"{clip_id}#aug1", f"{clip_id}#aug2"}
     assert set(copies["path"]) == set(originals["path"])
     counts = json.loads((output / "_manifest.json").read_text())["counts"]
-    assert counts == {"files_listed": 2, "clips": 2, "augmented_rows": 4, "feature_rows": 6, "errors": 0}
+    assert counts == {"files_listed": 2, "files_skipped": 0, "clips": 2, "augmented_rows": 4, "feature_rows": 6, "errors": 0}

@@ -19,7 +19,9 @@ from jobs._cli import run
 from ser_udfs.errors import UserError
 from ser_udfs.spark.faults import DELAY_ENV
 from ser_udfs.synthetic.calls import Turn, synth_call, write_call
-from tests.builders import assert_tables_equal, call_bundle, extraction_args, start_extraction_job, write_small_corpus
+from tests.builders import (
+    assert_tables_equal, call_bundle, extraction_args, start_extraction_job, wait_for_staged_files, write_small_corpus,
+)
 from tests.torture import extraction_tables
 
 pytestmark = pytest.mark.spark
@@ -56,15 +58,6 @@ def _copy_output(source: Path, destination: Path) -> Path:
 
 
 
-def _wait_for_staged_files(job: subprocess.Popen, output: Path, log: Path) -> None:
-    deadline = time.time() + 240
-    while time.time() < deadline and job.poll() is None:
-        if (output / LOCK).exists() and [p for p in output.glob("_staging-*/**/*") if p.is_file()]:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the job did not start writing in time:\n" + log.read_text()[-3000:])
-
-
 # --- one writer at a time ------------------------------------------------------------------------
 
 
@@ -76,7 +69,7 @@ def test_second_job_into_the_same_output_is_refused_and_the_first_keeps_all_its_
     log = tmp_path / "first.log"
     first = start_extraction_job(corpus, output, log, {DELAY_ENV: "1.0"}, "read.files_per_partition=2", "output.rows_per_batch=1")
     try:
-        _wait_for_staged_files(first, output, log)
+        wait_for_staged_files(first, output, log)
         assert run(extract_features.main, extraction_args(corpus, output)) == 2
         error = capsys.readouterr().err.strip()
         assert "is being written by another run" in error and f"pid {first.pid}" in error, error
@@ -100,7 +93,7 @@ def test_lock_left_by_a_job_killed_with_sigkill_does_not_block_the_next_run(
     log = tmp_path / "killed.log"
     job = start_extraction_job(corpus, output, log, {DELAY_ENV: "1.0"}, "read.files_per_partition=2", "output.rows_per_batch=1")
     try:
-        _wait_for_staged_files(job, output, log)
+        wait_for_staged_files(job, output, log)
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait(timeout=60)

@@ -8,6 +8,8 @@ the Python workers themselves (local outputs in local mode) or by Spark's Parque
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,13 +24,17 @@ from pyspark.sql.types import StructType
 from ser_udfs.audio.augment import AugmentConfig
 from ser_udfs.corpora import load_cremad_demographics, parse_manifest
 from ser_udfs.errors import UserError
+from ser_udfs.settings import to_dict
 from ser_udfs.features.config import AudioConfig, FeatureConfig, MelConfig, MfccConfig, StatsConfig, ZcrConfig
 from ser_udfs.features.extract_file import ExtractOptions
 from ser_udfs.spark.extract import (
     ERROR_COLUMNS, ERRORS_DDL, INPUT_DDL, OUTPUT_DDL, RECEIPT_DDL, make_extract_fn, make_extract_write_fn,
     table_schemas,
 )
-from ser_udfs.spark.io import OutputDir, audio_files, keep_received_files, list_files, spark_reads_content
+from ser_udfs.spark.incremental import TableSpec
+from ser_udfs.spark.io import (
+    OutputDir, audio_files, file_stats, keep_received_files, list_files, spark_reads_content,
+)
 from ser_udfs.spark.listing import local_path, local_uri
 from ser_udfs.spark.path_checks import check_manifest_paths
 
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 DEMOGRAPHICS_NAME = "VideoDemographics.csv"
 #: The tables of an extraction output.
 TABLES = ("features", "errors")
+#: How they are written, for incremental runs.
+TABLE_SPECS = (TableSpec("features", partition_by=("corpus",)), TableSpec("errors"))
 
 
 @dataclass(frozen=True)
@@ -148,14 +156,17 @@ class ExtractionCounts:
     clips: int
     errors: int
 
-    def reconcile(self, files_listed: int) -> dict[str, int]:
-        """The ``counts`` of the manifest; every listed file is a clip or an error, or this raises."""
-        if self.clips + self.errors != files_listed:
+    def reconcile(self, files_listed: int, skipped: int = 0) -> dict[str, int]:
+        """The ``counts`` of the manifest; every listed file is skipped (an incremental run: covered by
+        an earlier one), a clip or an error, or this raises."""
+        if skipped + self.clips + self.errors != files_listed:
             raise RuntimeError(
-                f"counts do not reconcile: {files_listed} files listed, {self.clips} feature rows, {self.errors} errors"
+                f"counts do not reconcile: {files_listed} files listed, {skipped} skipped, {self.clips} feature rows, "
+                f"{self.errors} errors"
             )
         return {
             "files_listed": files_listed,
+            "files_skipped": skipped,
             "feature_rows": self.feature_rows,
             "clips": self.clips,
             "augmented_rows": self.feature_rows - self.clips,
@@ -164,9 +175,10 @@ class ExtractionCounts:
 
 
 def extraction_inputs(
-    spark: SparkSession, inputs: Sequence[str], manifest: str | None, read: ReadSection
+    spark: SparkSession, inputs: Sequence[str], manifest: str | None, read: ReadSection, *, with_stats: bool = False
 ) -> ExtractionInputs:
-    """List ``inputs`` (labelled by their names) and read ``manifest`` (labelled by it) into input rows.
+    """List ``inputs`` (labelled by their names) and read ``manifest`` (labelled by it) into input rows,
+    with each file's ``size`` and ``modification_time_ms`` when ``with_stats`` (for incremental runs).
 
     No cache: the listing is a table of paths held by the driver (a local relation), cheaper to
     rescan than to cache, and caching the bytes of every file (``read.mode=spark``) would fill memory.
@@ -175,11 +187,11 @@ def extraction_inputs(
     frames = []
     cremad_gender: dict[str, str] = {}
     if inputs:
-        listed = list_files(spark, inputs, with_content=with_content)
+        listed = list_files(spark, inputs, with_content=with_content, with_stats=with_stats)
         cremad_gender = _cremad_genders(spark, listed)
         frames.append(_name_labelled(audio_files(listed)))
     if manifest:
-        manifest_rows = _manifest_rows(spark, manifest, read)
+        manifest_rows = _manifest_rows(spark, manifest, read, with_stats=with_stats)
         if frames:
             frames[0] = frames[0].join(manifest_rows.select("path"), "path", "left_anti")
         frames.append(manifest_rows)
@@ -187,9 +199,26 @@ def extraction_inputs(
     return ExtractionInputs(rows, cremad_gender, with_content)
 
 
+def output_identity(config: ExtractJobConfig) -> str:
+    """What every row of an incremental output must share: the feature config version and a digest
+    of the options that decide which rows a file gives (waveforms kept, augmentation)."""
+    options = json.dumps(to_dict(config.options), sort_keys=True, default=str)
+    return f"{config.features.version()}+{hashlib.sha1(options.encode()).hexdigest()[:8]}"
+
+
+def staged_tables(spark: SparkSession, staging: str) -> dict[str, DataFrame]:
+    """The tables staged in ``staging`` (``features`` empty when every file was an error)."""
+    staged = OutputDir(spark, staging)
+    errors = spark.read.parquet(staged.child("errors"))
+    features = spark.read.parquet(staged.child("features")) if staged.exists("features") else \
+        spark.createDataFrame([], "path string")
+    return {"features": features, "errors": errors}
+
+
 def partitions_for(files: int, *, cores: int, files_per_partition: int) -> int:
-    """Whole waves of equal tasks, none above ``files_per_partition``: no core idles through a short last wave."""
-    return cores * -(-files // (cores * files_per_partition))
+    """Whole waves of equal tasks, none above ``files_per_partition``: no core idles through a short last
+    wave (at least one wave, also for no files)."""
+    return cores * max(1, -(-files // (cores * files_per_partition)))
 
 
 def choose_writer(spark: SparkSession, output_uri: str, requested: Literal["auto", "python", "spark"]) -> str:
@@ -216,7 +245,7 @@ def extract_tables(
     the files that will be moved into place; with the Python writer they must also match the
     rows the successful tasks reported, or files were lost.
     """
-    rows = inputs.rows.repartition(partitions)
+    rows = inputs.rows.select(*[column.split(" ")[0] for column in INPUT_DDL.split(", ")]).repartition(partitions)
     if writer == "python":
         reported = _extract_python_writer(rows, config, inputs.cremad_gender, local_path(staging))
     else:
@@ -231,13 +260,13 @@ def extract_tables(
 
 def _count_staged(spark: SparkSession, staging: str) -> ExtractionCounts:
     """Feature rows, clips (rows without augmentation) and errors of the tables in ``staging``."""
-    staged = OutputDir(spark, staging)
-    if staged.exists("features"):
-        features = spark.read.parquet(staged.child("features"))
+    tables = staged_tables(spark, staging)
+    features = tables["features"]
+    if "augmentation" in features.columns:
         feature_rows, clips = features.count(), features.where(F.col("augmentation").isNull()).count()
     else:
         feature_rows = clips = 0
-    return ExtractionCounts(feature_rows, clips, spark.read.parquet(staged.child("errors")).count())
+    return ExtractionCounts(feature_rows, clips, tables["errors"].count())
 
 
 def _name_labelled(listed: DataFrame) -> DataFrame:
@@ -248,11 +277,11 @@ def _name_labelled(listed: DataFrame) -> DataFrame:
     )
     return listed.select(
         "path", "content", *[F.lit(None).cast(kind).alias(name) for name, kind in manifest_columns],
-        F.lit("name").alias("labelled_by"), "listing_error",
+        F.lit("name").alias("labelled_by"), "listing_error", "size", "modification_time_ms",
     )
 
 
-def _manifest_rows(spark: SparkSession, manifest: str, read: ReadSection) -> DataFrame:
+def _manifest_rows(spark: SparkSession, manifest: str, read: ReadSection, *, with_stats: bool) -> DataFrame:
     """The user's manifest as input rows, labelled by the manifest, each file spelled as the listing spells it.
 
     Refuses (:class:`UserError`) a manifest that lists a file twice, or a path on a scheme or
@@ -279,7 +308,10 @@ def _manifest_rows(spark: SparkSession, manifest: str, read: ReadSection) -> Dat
         )
         for entry in entries
     ]
-    return spark.createDataFrame(rows, schema=INPUT_DDL)
+    frame = spark.createDataFrame(rows, schema=INPUT_DDL)
+    if not with_stats:
+        return frame.withColumn("size", F.lit(None).cast("bigint")).withColumn("modification_time_ms", F.lit(None).cast("bigint"))
+    return frame.join(file_stats(spark, [row[0] for row in rows]), "path", "left")
 
 
 def _cremad_genders(spark: SparkSession, listed: DataFrame) -> dict[str, str]:

@@ -41,12 +41,16 @@ STAGING_PREFIX = "_staging-"
 DEFAULT_LOCK_STALE_S = 24 * 3600.0
 
 
-def list_files(spark: SparkSession, inputs: Sequence[str], *, with_content: bool = False) -> DataFrame:
+def list_files(
+    spark: SparkSession, inputs: Sequence[str], *, with_content: bool = False, with_stats: bool = False
+) -> DataFrame:
     """All files under ``inputs`` (directories, globs or URIs), recursively, empty ones included.
 
     Returns a DataFrame with ``path`` (the URI as Spark's file index spells it, ``file:/a%20b``),
-    ``content`` (the bytes when ``with_content``, else null: then Spark only lists the files) and
-    ``listing_error`` (null for files; for an entry that could not be listed, the reason).
+    ``content`` (the bytes when ``with_content``, else null: then Spark only lists the files),
+    ``listing_error`` (null for files; for an entry that could not be listed, the reason), and
+    with ``with_stats`` each file's ``size`` and ``modification_time_ms`` (null otherwise, and
+    for a file a remote scan does not return: Spark's file scans skip empty files).
     Local inputs are walked by :func:`ser_udfs.spark.listing.walk_local` (link loops, broken
     links and unreadable folders become ``listing_error`` rows); other schemes use Spark's file
     index, which, unlike Spark's file scans, keeps zero-length files.
@@ -58,7 +62,8 @@ def list_files(spark: SparkSession, inputs: Sequence[str], *, with_content: bool
     """
     reader = spark.read.format("binaryFile")
     local = [local_path(uri) for uri in inputs]
-    if all(path is not None for path in local):
+    all_local = all(path is not None for path in local)
+    if all_local:
         listing = walk_local([path for path in local if path is not None])
         names = {uri: local_path(uri) or uri for uri in listing.files}
         addressable = {uri: name for uri, name in names.items() if hadoop_can_address(name)}
@@ -67,8 +72,9 @@ def list_files(spark: SparkSession, inputs: Sequence[str], *, with_content: bool
                 "%d files whose names Hadoop cannot address (':' or bytes that are not UTF-8) are read by the "
                 "Python workers from their local paths", len(names) - len(addressable),
             )
-        rows = [(uri, "file:" + addressable[uri] if uri in addressable else None, None) for uri in listing.files]
-        rows += [(problem.uri, None, problem.message) for problem in listing.problems]
+        rows = [(uri, "file:" + addressable[uri] if uri in addressable else None, None,
+                 *(_local_stats(names[uri]) if with_stats else (None, None))) for uri in listing.files]
+        rows += [(problem.uri, None, problem.message, None, None) for problem in listing.problems]
         escaped = [re.sub(r"([\\{}\[\]*?])", r"\\\1", name) for name in addressable.values()]
         scanned = reader.load(escaped) if with_content and escaped else None
     else:
@@ -76,13 +82,54 @@ def list_files(spark: SparkSession, inputs: Sequence[str], *, with_content: bool
             scanned = reader.option("recursiveFileLookup", "true").load(list(inputs))
         except AnalysisException as exc:
             raise UserError(f"cannot read input {', '.join(inputs)}: {exc.getMessage().splitlines()[0]}") from None
-        rows = [(_scan_style(uri), unquote(_scan_style(uri)), None) for uri in scanned.inputFiles()]
-    frame = spark.createDataFrame(rows, "path string, scan_path string, listing_error string")
+        rows = [(_scan_style(uri), unquote(_scan_style(uri)), None, None, None) for uri in scanned.inputFiles()]
+    frame = spark.createDataFrame(
+        rows, "path string, scan_path string, listing_error string, size bigint, modification_time_ms bigint"
+    )
+    # File scans spell paths unescaped (file:/a b), the file index escaped (file:/a%20b).
+    if with_stats and scanned is not None and not all_local:
+        stats = scanned.select(F.col("path").alias("scan_path"), F.col("length").alias("scanned_size"),
+                               F.unix_millis("modificationTime").alias("scanned_mtime"))
+        frame = frame.join(stats, "scan_path", "left").select(
+            "path", "scan_path", "listing_error", F.col("scanned_size").alias("size"),
+            F.col("scanned_mtime").alias("modification_time_ms"),
+        )
+    columns = ["path", "content", "listing_error", "size", "modification_time_ms"]
     if with_content and scanned is not None:
-        # File scans spell paths unescaped (file:/a b), the file index escaped (file:/a%20b).
         content = scanned.select(F.col("path").alias("scan_path"), "content")
-        return frame.join(content, "scan_path", "left").select("path", "content", "listing_error")
-    return frame.select("path", F.lit(None).cast("binary").alias("content"), "listing_error")
+        return frame.join(content, "scan_path", "left").select(*columns)
+    return frame.withColumn("content", F.lit(None).cast("binary")).select(*columns)
+
+
+def file_stats(spark: SparkSession, uris: Sequence[str]) -> DataFrame:
+    """``path, size, modification_time_ms`` of the files ``uris`` (spelled as the listing spells
+    them): local files from the file system, others from a Spark scan of their metadata (a file the
+    scan skips, an empty or a missing one, gets nulls)."""
+    schema = "path string, size bigint, modification_time_ms bigint"
+    rows = [(uri, *_local_stats(local_path(uri))) for uri in uris if local_path(uri) is not None]
+    frame = spark.createDataFrame(rows, schema)
+    remote = [uri for uri in uris if local_path(uri) is None]
+    if remote:
+        try:
+            scanned = spark.read.format("binaryFile").load(remote).select(
+                F.col("path").alias("scan_path"), F.col("length").alias("size"),
+                F.unix_millis("modificationTime").alias("modification_time_ms"))
+        except AnalysisException as exc:
+            log.warning("cannot read the sizes of %d files (%s): an incremental run will not notice them change", len(remote),
+                        exc.getMessage().splitlines()[0])
+        else:
+            named = spark.createDataFrame([(uri, unquote(_scan_style(uri))) for uri in remote], "path string, scan_path string")
+            frame = frame.unionByName(named.join(scanned, "scan_path", "left").drop("scan_path"))
+    return frame
+
+
+def _local_stats(path: str) -> tuple[int | None, int | None]:
+    """Size and modification time (ms) of a local file; None when it cannot be read."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None, None
+    return status.st_size, status.st_mtime_ns // 1_000_000
 
 
 def spark_reads_content(read_mode: str, inputs: Sequence[str]) -> bool:
@@ -291,13 +338,42 @@ class OutputDir:
         if self._fs.exists(self._root) and not self._fs.listStatus(self._root):
             self._fs.delete(self._root, False)
 
+    @property
+    def run_id(self) -> str:
+        """The id of the run holding the lock (inside :meth:`writing`)."""
+        if self._lock_owner is None:
+            raise RuntimeError("run_id is only known inside OutputDir.writing")
+        return str(self._lock_owner["run_id"])
+
+    def check_lock_held(self) -> None:
+        """Refuse to commit when another run took the lock over while this one wrote."""
+        held = self._read_lock()
+        if self._lock_owner is None or held is None or held.get("run_id") != self._lock_owner["run_id"]:
+            raise UserError(
+                f"{self.uri} was taken over by another run while this one wrote (its lock was older than "
+                "--lock-stale-h); nothing of this run was committed"
+            )
+
+    def list_names(self, name: str) -> list[str]:
+        """Names of the entries of the folder ``name`` inside the output (none when it is missing)."""
+        if not self.exists(name):
+            return []
+        return sorted(status.getPath().getName() for status in self._fs.listStatus(self._path(name)))
+
+    def rename(self, name: str, new_name: str) -> None:
+        """Rename ``name`` to ``new_name``, both inside the output (one rename: atomic locally and on HDFS)."""
+        self.rename_from(self.child(name), new_name)
+
+    def rename_from(self, uri: str, name: str) -> None:
+        """Rename ``uri`` (on the output's file system) to ``name`` inside the output, which must not exist."""
+        self._fs.mkdirs(self._path(name).getParent())
+        if not self._fs.rename(self._jvm.org.apache.hadoop.fs.Path(uri), self._path(name)):
+            raise RuntimeError(f"could not move {uri} to {self.child(name)}")
+
     def move_into_place(self, staged_uri: str, name: str) -> None:
         """Replace ``name`` (a folder or a file, perhaps in a subfolder) with ``staged_uri``."""
         self.delete(name)
-        self._fs.mkdirs(self._path(name).getParent())
-        source = self._jvm.org.apache.hadoop.fs.Path(staged_uri)
-        if not self._fs.rename(source, self._path(name)):
-            raise RuntimeError(f"could not move {staged_uri} to {self.child(name)}")
+        self.rename_from(staged_uri, name)
 
     def write_text(self, name: str, text: str) -> None:
         """Write a small text file inside the output (overwriting)."""
@@ -329,12 +405,7 @@ class OutputDir:
         name is moved into place (or deleted when it was not staged), then ``_manifest.json`` and
         ``_SUCCESS`` last. Refuses when another run took the lock over meanwhile.
         """
-        held = self._read_lock()
-        if self._lock_owner is None or held is None or held.get("run_id") != self._lock_owner["run_id"]:
-            raise UserError(
-                f"{self.uri} was taken over by another run while this one wrote (its lock was older than "
-                "--lock-stale-h); nothing of this run was committed"
-            )
+        self.check_lock_held()
         staged = OutputDir(self.spark, staging)
         staged.write_text(MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
         staged.write_text(SUCCESS_NAME, "")

@@ -22,10 +22,11 @@ import pyarrow as pa
 from ser_udfs.audio.decode import AudioSource
 from ser_udfs.calls.config import CallScoringConfig
 from ser_udfs.calls.stream import ChannelChoice, Predictor, parse_channels
-from ser_udfs.calls.tables import call_rows, split_columns, table_ddls
+from ser_udfs.calls.tables import TABLES, call_rows, split_columns, table_ddls
 from ser_udfs.errors import ClipError
 from ser_udfs.features.extract_file import clip_id_for
 from ser_udfs.spark.faults import fault_point
+from ser_udfs.spark.incremental import TableSpec
 from ser_udfs.spark.listing import listing_clip_error, local_path
 from ser_udfs.spark.model_cache import cached_model
 
@@ -95,6 +96,11 @@ def output_ddl(labels: Sequence[str]) -> str:
             if seen.setdefault(column.split(" ")[0], column) != column:
                 raise AssertionError(f"column {column!r} has another type in another table: {seen[column.split(' ')[0]]!r}")
     return ", ".join([*seen.values(), "table_kind string"])
+
+
+def table_specs(file_format: str) -> list[TableSpec]:
+    """How the job writes its tables (each flat, in ``output.format``), for incremental runs."""
+    return [TableSpec(name, file_format) for name in TABLES]
 
 
 def open_source(path: str, content: bytes | None, read_mode: str) -> AudioSource:
