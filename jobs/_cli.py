@@ -7,28 +7,58 @@ import errno
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ser_udfs.errors import UserError
+from ser_udfs.settings import load_toml, to_toml
 from ser_udfs.spark.io import DEFAULT_LOCK_STALE_S
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def base_parser(description: str, default_config: str) -> argparse.ArgumentParser:
-    """Parser with ``--config``, ``--set key=value`` (repeatable) and ``--log-level``."""
+    """Parser with ``--config``, ``--set key=value`` (repeatable), ``--print-config`` and ``--log-level``.
+
+    ``default_config`` is the name of the job's file in ``conf/`` (``train_<model>.toml`` for
+    one per model); the ``--set`` help shows a key of it and lists its sections.
+    """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument(
         "--config", default=str(CONF_DIR / default_config),
         help=f"TOML config (default: conf/{default_config})",
     )
+    example, sections = set_example(default_config)
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one config value, e.g. --set mel.n_mels=64 (repeatable)",
+        help=f"override one config value, e.g. --set {example} (repeatable); sections: {', '.join(sections)}",
     )
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (defaults, --config, --set and flags) as TOML and exit")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
+
+
+def set_example(default_config: str) -> tuple[str, list[str]]:
+    """A ``key=value`` the job's default config holds (so the job accepts it) and the config's sections."""
+    sections: list[str] = []
+    example = None
+    for path in sorted(CONF_DIR.glob(default_config.replace("<model>", "*"))):
+        for section, values in load_toml(path).items():
+            if not isinstance(values, dict):
+                continue
+            sections += [section] if section not in sections else []
+            numbers = [(key, value) for key, value in values.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)]
+            if example is None and numbers:
+                example = f"{section}.{numbers[0][0]}={numbers[0][1]}"
+    return example or "section.key=value", sections
+
+
+def print_config(config: Any) -> int:
+    """``--print-config``: the resolved config as TOML on stdout; the job's exit status."""
+    print(to_toml(config), end="")
+    return 0
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,13 +97,11 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     try:
         return main(argv)
     except UserError as exc:
-        logging.getLogger("ser_spark").error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # once: the log goes to stderr too
         return 2
     except Exception as exc:
         if not _disk_full(exc):
             raise
-        logging.getLogger("ser_spark").error("%s", DISK_FULL_MESSAGE)
         print(f"error: {DISK_FULL_MESSAGE}", file=sys.stderr)
         return 1
 

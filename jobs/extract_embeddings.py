@@ -30,7 +30,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # started as a script by spark-submit
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs._cli import add_output_arguments, base_parser, run, setup_logging
+from jobs._cli import add_output_arguments, base_parser, print_config, run, setup_logging
 from jobs._spark import build_spark, spark_facts
 from ser_udfs.encoders.pooling import plan_embeddings
 from ser_udfs.features.config import FeatureConfig
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     config = resolve_config(EmbeddingHeadTrainConfig, args.config, args.overrides)
+    if args.print_config:
+        return print_config(config)
     if args.pretrained:
         config = replace(config, embedding=replace(config.embedding, pretrained=args.pretrained))
     started = time.time()

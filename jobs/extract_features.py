@@ -24,7 +24,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # started as a script by spark-submit
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs._cli import add_output_arguments, base_parser, run, setup_logging
+from jobs._cli import add_output_arguments, base_parser, print_config, run, setup_logging
 from jobs._spark import build_spark, spark_facts
 from ser_udfs.errors import UserError
 from ser_udfs.settings import resolve_config, to_dict
@@ -34,7 +34,7 @@ from ser_udfs.spark.extract_driver import (
 )
 from ser_udfs.spark.incremental import LEDGER, RUNS_DIR, IncrementalOutput, committed_at, statuses_from
 from ser_udfs.spark.io import OutputDir
-from ser_udfs.spark.path_checks import check_output_apart
+from ser_udfs.spark.path_checks import check_local_inputs_exist, check_output_apart
 
 log = logging.getLogger("ser_spark.extract_features")
 
@@ -60,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     overrides = list(args.overrides) + ([f"augment.variants={args.augment}"] if args.augment is not None else [])
     config = resolve_config(ExtractJobConfig, args.config, overrides)
+    if args.print_config:
+        return print_config(config)
     check_output_apart(args.output, [*args.input, *([args.manifest] if args.manifest else [])])
+    check_local_inputs_exist("--input", args.input)
+    check_local_inputs_exist("--manifest", [args.manifest] if args.manifest else [])
     started = time.time()
     spark = build_spark("ser-extract-features")
     output = OutputDir(spark, args.output)

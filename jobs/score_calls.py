@@ -35,13 +35,14 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
-from jobs._cli import add_output_arguments, base_parser, run, setup_logging
+from jobs._cli import add_output_arguments, base_parser, print_config, run, setup_logging
 from jobs._spark import build_spark, spark_facts
 from ser_udfs.calls.stream import WindowGeometry, check_predictor
 from ser_udfs.errors import UserError
 from ser_udfs.settings import resolve_config, to_dict
 from ser_udfs.spark.incremental import LEDGER, RUNS_DIR, IncrementalOutput, committed_at, statuses_from
 from ser_udfs.spark.io import OutputDir, audio_files, list_files, spark_reads_content
+from ser_udfs.spark.path_checks import check_local_inputs_exist
 from ser_udfs.calls.tables import TABLES, probability_columns, table_columns, table_ddls
 from ser_udfs.spark.score import ReadSection, ScoreJobConfig, make_score_fn, output_ddl, table_specs
 from training.bundle.load import Bundle
@@ -216,7 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     config = resolve_config(ScoreJobConfig, args.config, _overrides(args))
+    if args.print_config:
+        return print_config(config)
     channels = config.channel_choice
+    check_local_inputs_exist("--input", args.input)
     bundle = load_scoring_model(args.model)  # loaded and verified once, here
     call_model = CallModel(bundle)
     model = _model_facts(bundle, check_predictor(call_model, config.window), call_model)

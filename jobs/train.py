@@ -29,14 +29,16 @@ from typing import Sequence
 if __package__ in (None, ""):  # started as a script by spark-submit
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs._cli import CONF_DIR, base_parser, run, setup_logging
+from jobs._cli import CONF_DIR, base_parser, print_config, run, setup_logging
 from jobs._spark import build_spark
 from ser_udfs.errors import UserError
 from ser_udfs.spark.feature_table import columns_for, read_feature_table
+from ser_udfs.spark.path_checks import check_local_inputs_exist
 from ser_udfs.settings import resolve_config
 from training.models.embedding_head import EmbeddingHeadTrainConfig
 from training.models.wav2vec2 import Wav2Vec2TrainConfig
 from training.protocol import TrainConfig, train_from_frame
+from training.taxonomy import load_taxonomy
 
 log = logging.getLogger("ser_spark.train")
 
@@ -77,8 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_class = (EmbeddingHeadTrainConfig if args.model in EMBEDDING_MODELS
                     else Wav2Vec2TrainConfig if transformer else TrainConfig)
     config = resolve_config(config_class, args.config, _overrides(args))
+    if args.print_config:
+        return print_config(config)
     if Path(args.output).exists() and not Path(args.output).is_dir():
         raise UserError(f"--output {args.output} exists and is not a folder")
+    # What can be checked without Spark is checked before it starts (it takes seconds).
+    check_local_inputs_exist("--features", [args.features])
+    load_taxonomy(config.taxonomy)
 
     spark = build_spark("ser-train")
     frame, manifest = _read_rows(spark, args, config)

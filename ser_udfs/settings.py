@@ -158,3 +158,31 @@ def resolve_config(
 ) -> T:
     """Load ``path``, apply ``overrides`` and build ``cls``: what every job does with its config."""
     return from_dict(cls, apply_overrides(load_toml(path), overrides))
+
+
+def to_toml(config: Any) -> str:
+    """A config dataclass as TOML text that :func:`resolve_config` reads back (a ``None`` value,
+    which TOML cannot hold, is written as a comment)."""
+    lines: list[str] = []
+
+    def emit(table: dict[str, Any], name: str) -> None:
+        scalars = {key: value for key, value in table.items() if not isinstance(value, dict)}
+        if name and scalars:
+            lines.extend(["", f"[{name}]"])
+        for key, value in scalars.items():
+            lines.append(f"# {key}: not set" if value is None else f"{key} = {_toml_value(value)}")
+        for key, value in table.items():
+            if isinstance(value, dict):
+                emit(value, f"{name}.{key}" if name else key)
+
+    emit(to_dict(config), "")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+

@@ -70,3 +70,35 @@ def test_jobs_refuse_abbreviated_options(module: str, argv: list[str], missing: 
         parse_args(argv)
     assert exit_info.value.code == 2
     assert f"required: {missing}" in capsys.readouterr().err  # the abbreviation was not taken for it
+
+
+@pytest.mark.parametrize(("module", "argv", "config_file"), [
+    ("jobs.extract_features", ["--input", "corpus/", "--output", "t"], "features.toml"),
+    ("jobs.score_calls", ["--input", "calls/", "--model", "m", "--output", "o"], "score.toml"),
+    ("jobs.train", ["--features", "t", "--model", "cnn", "--output", "m"], "train_<model>.toml"),
+    ("jobs.extract_embeddings", ["--input", "t", "--pretrained", "p", "--output", "o"], "embeddings.toml"),
+])
+def test_each_jobs_set_example_is_one_it_accepts_and_print_config_round_trips(
+    module: str, argv: list[str], config_file: str, tmp_path, capsys
+) -> None:
+    import importlib
+    import tomllib
+
+    from jobs._cli import CONF_DIR, run, set_example
+
+    job = importlib.import_module(module)
+    example, sections = set_example(config_file)
+    with pytest.raises(SystemExit):
+        job.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"--set {example}" in help_text and f"sections: {', '.join(sections)}" in help_text
+    assert example.split(".")[0] in sections
+    assert run(job.main, [*argv, "--set", example, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    key, value = example.split("=")
+    section, name = key.split(".", 1)
+    assert tomllib.loads(printed)[section][name] == tomllib.loads(f"v = {value}")["v"]
+    if module == "jobs.extract_features":  # what it prints is a config file the job reads back, whole
+        (tmp_path / "resolved.toml").write_text(printed)
+        assert resolve_config(ExtractJobConfig, tmp_path / "resolved.toml") == \
+            resolve_config(ExtractJobConfig, CONF_DIR / "features.toml", [example])

@@ -55,6 +55,18 @@ def test_speaker_folds_never_leak_speakers_and_partition_the_rows(frame: pd.Data
     assert sorted(np.concatenate([split.test_index for split in splits])) == list(range(len(frame)))
 
 
+def test_too_few_speakers_say_what_works() -> None:
+    one = pd.DataFrame({"label": ["angry", "sad"] * 4, "speaker": ["1"] * 8, "corpus": ["c"] * 8,
+                        "path": [f"{i}.wav" for i in range(8)]})
+    with pytest.raises(UserError, match="--split random") as refused:
+        make_splits(one, SplitConfig(folds=1), seed=0)  # one holdout split: still needs two speakers
+    assert "fewer folds" not in str(refused.value)
+    two = one.assign(speaker=["1", "2"] * 4)
+    with pytest.raises(UserError, match="pass --folds 2 or fewer"):
+        make_splits(two, SplitConfig(folds=3), seed=0)
+    assert len(make_splits(one, SplitConfig(folds=1, method="random"), seed=0)) == 1
+
+
 @settings(max_examples=40, deadline=None)
 @given(frame=frames(), seed=st.integers(0, 1000), fraction=st.sampled_from([0.2, 0.34, 0.5]))
 def test_holdout_and_validation_splits_never_leak_speakers(frame: pd.DataFrame, seed: int, fraction: float) -> None:

@@ -166,10 +166,17 @@ def _grouped_folds(
 ) -> list[np.ndarray]:
     n_groups = len(set(groups))
     unit = "speakers" if method == "speaker" else "clips"
-    if n_groups < n_folds or n_groups < 2:
+    if n_groups < 2:
+        remedy = (
+            "speaker-independent training needs at least two speakers (one to learn from, one to test on): add "
+            "speakers, or pass --split random to hold out clips instead (the figures then say nothing about new "
+            "speakers)" if method == "speaker" else "add clips"
+        )
+        raise UserError(f"cannot split {n_groups} {unit} into a training and a test part: {remedy}")
+    if n_groups < n_folds:
         raise UserError(
-            f"cannot split {n_groups} {unit} into {max(n_folds, 2)} parts: "
-            "use fewer folds (split.folds) or more data"
+            f"cannot split {n_groups} {unit} into {n_folds} folds: pass --folds {n_groups} or fewer "
+            f"(--folds 1: one holdout split), or add {unit}"
         )
     groups_per_label = pd.Series(groups).groupby(labels).nunique()
     if (sparse := groups_per_label[groups_per_label < n_folds]).size:

@@ -23,7 +23,7 @@ from pyspark.sql.types import ArrayType, FloatType
 
 from ser_udfs.encoders.pooling import EMBEDDING_COLUMNS, EmbeddingPlan, EmbedFn
 from ser_udfs.errors import UserError
-from ser_udfs.spark.feature_table import ROW_COLUMNS, open_feature_table
+from ser_udfs.spark.feature_table import ROW_COLUMNS, check_holds, open_feature_table
 from ser_udfs.spark.io import OutputDir, read_manifest_json
 from ser_udfs.spark.model_cache import cached_model
 
@@ -101,6 +101,7 @@ def read_embeddings_table(
     The frame holds :data:`ROW_COLUMNS` and :data:`EMBEDDING_COLUMNS`: what training an
     ``embed-*`` head on an embeddings table reads.
     """
+    check_holds(uri, "embeddings table", "jobs/extract_embeddings.py")
     manifest = read_manifest_json(spark, uri)
     output = OutputDir(spark, uri)
     if not output.exists(EMBEDDINGS_TABLE):

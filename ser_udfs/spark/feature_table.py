@@ -9,6 +9,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ser_udfs.errors import UserError
+from ser_udfs.folders import what_folder_holds
 from ser_udfs.spark.io import OutputDir, read_manifest_json
 
 #: Columns every training and evaluation step needs besides the features themselves.
@@ -29,6 +30,7 @@ def open_feature_table(
 
     Refuses an unfinished output, one without features and one without every name in ``columns``.
     """
+    check_holds(table_uri, "features table", "jobs/extract_features.py")
     manifest = read_manifest_json(spark, table_uri)
     output = OutputDir(spark, table_uri)
     if not output.exists("features"):
@@ -41,6 +43,13 @@ def open_feature_table(
             + ("; extract with --set output.keep_waveform=true" if "waveform" in missing else "")
         )
     return table, manifest
+
+
+def check_holds(uri: str, what: str, job: str) -> None:
+    """Refuse a folder this project wrote that is not a ``what``, saying what it is."""
+    holds = what_folder_holds(uri)
+    if holds and what not in holds:
+        raise UserError(f"{uri} is {holds}, not a {what}; give the --output folder of {job}")
 
 
 def read_feature_table(

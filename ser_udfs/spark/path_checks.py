@@ -98,3 +98,19 @@ def check_manifest_paths(
                 f"manifest {manifest}, row {row}: {path} lies outside read.manifest_roots {list(roots)}; "
                 "list only files under those folders, or add its folder to read.manifest_roots"
             )
+
+
+def check_local_inputs_exist(flag: str, uris: Sequence[str]) -> None:
+    """Refuse a local input that does not exist (a glob that matches nothing), before Spark starts.
+
+    Remote inputs are checked by the listing, once Spark runs.
+    """
+    for uri in uris:
+        local = local_path(uri)
+        if local is None:
+            continue
+        found = glob.glob(local) if is_glob(local) else os.path.exists(local)
+        if not found:
+            raise UserError(f"{flag} {uri} does not exist{' (the pattern matches nothing)' if is_glob(local) else ''}; "
+                            "check the path")
+

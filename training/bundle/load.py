@@ -29,6 +29,7 @@ import numpy as np
 
 from ser_udfs.encoders.inputs import check_sample_rate
 from ser_udfs.errors import UserError
+from ser_udfs.folders import what_folder_holds
 from ser_udfs.features.config import FeatureConfig
 from ser_udfs.settings import from_dict, to_dict
 from training.bundle.format import (
@@ -349,6 +350,9 @@ def load_bundle(path: str | Path) -> Bundle:
     if not path.is_dir():
         raise UserError(f"model bundle {path} does not exist or is not a directory")
     missing = missing_required_files(path)
+    holds = what_folder_holds(str(path)) if missing else None
+    if holds and "model bundle" not in holds:
+        raise UserError(f"{path} is {holds}, not a model bundle; give the --output folder of jobs/train.py")
     if missing:
         raise UserError(f"model bundle {path} is incomplete: {', '.join(missing)} missing; train it again")
     files = read_bundle_files(path)
