@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUTPUT:-demo-output}
 MASTER=${SPARK_MASTER:-local[2]}
-SUBMIT_OPTS="--driver-java-options -Dlog4j.configurationFile=conf/log4j2.properties"
+SUBMIT=(scripts/ser-submit --master "$MASTER")  # spark-submit with .venv and conf/log4j2.properties
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
@@ -13,7 +13,7 @@ python -m jobs.make_demo_corpus --output "$OUT/corpus" --actors 8
 
 echo "== 2/6 extracting features with Spark ($MASTER), plus one telephone-channel copy of each clip,"
 echo "         with the log-mel floor 40 dB under each clip's peak (robust to a line's noise floor)"
-spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/extract_features.py \
+"${SUBMIT[@]}" jobs/extract_features.py \
   --input "$OUT/corpus" --output "$OUT/features" --log-level WARNING --set mel.top_db=40 \
   --augment 1 --set 'augment.settings.effects=["telephone"]' --set augment.settings.max_effects_per_variant=1
 python - "$OUT/features" <<'PY'
@@ -24,20 +24,22 @@ PY
 
 echo "== 3/6 training: logistic regression (6-fold, speaker-independent) and a CNN fused with"
 echo "         per-speaker standardised statistics, the adaptive model (holdout of speakers)"
-spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/train.py --features "$OUT/features" \
+"${SUBMIT[@]}" jobs/train.py --features "$OUT/features" \
   --model logreg --taxonomy core6 --output "$OUT/models/logreg-core6" --log-level WARNING
-spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/train.py --features "$OUT/features" \
+"${SUBMIT[@]}" jobs/train.py --features "$OUT/features" \
   --model cnn --taxonomy core6 --folds 1 --set cnn.max_epochs=12 --set cnn.stats_fusion_weight=0.35 \
   --output "$OUT/models/adaptive-core6" --log-level WARNING
 
 echo "== 4/6 evaluating the adaptive bundle on the table (rows grouped by speaker; its test speakers were held out)"
-spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/evaluate.py --features "$OUT/features" \
+"${SUBMIT[@]}" jobs/evaluate.py --features "$OUT/features" \
   --model "$OUT/models/adaptive-core6" --output "$OUT/reports/adaptive-core6" --log-level WARNING
 
-echo "== 5/6 scoring a generated stereo call (agent ch. 0, customer ch. 1, 8 kHz mu-law): each channel as one speaker"
+echo "== 5/6 scoring the customer's channel of a generated stereo call (agent ch. 0, customer ch. 1, 8 kHz mu-law),"
+echo "         adapted to the customer as one speaker (the README's advice: --channels customer)"
 python -m ser_udfs.synthetic.calls "$OUT/calls/demo_call.wav" --duration-s 120
-spark-submit --master "$MASTER" $SUBMIT_OPTS jobs/score_calls.py --input "$OUT/calls" \
-  --model "$OUT/models/adaptive-core6" --output "$OUT/scores" --plot demo_call.wav --log-level WARNING
+"${SUBMIT[@]}" jobs/score_calls.py --input "$OUT/calls" \
+  --model "$OUT/models/adaptive-core6" --output "$OUT/scores" --channels customer --plot demo_call.wav \
+  --log-level WARNING
 python - "$OUT/scores" <<'PY'
 import json, sys
 import pandas as pd
@@ -47,7 +49,7 @@ print("timeline plot:", m["plot"], "| counts:", m["counts"])
 for row in pd.read_parquet(f"{sys.argv[1]}/calls").to_dict("records"):
     reasons = "; ".join(reason["detail"] for reason in row["escalation_reasons"]) or "none"
     print(f"call {row['call_id']}: escalation score {row['escalation_score']:.2f} (reasons: {reasons}); "
-          f"overlap {row['overlap_s']:.1f} s, {row['interruptions']} interruptions")
+          f"{row['analytics_note'] or ''}")
 for row in pd.read_parquet(f"{sys.argv[1]}/channels").sort_values(["call_id", "channel"]).to_dict("records"):
     print(f"  channel {row['channel']} ({row['role']}): talk share {row['talk_share']:.0%}, dominant "
           f"{row['dominant_emotion']}, negative {row['negative_share'] or 0:.0%}, ended negative {row['ended_negative']}; "

@@ -75,3 +75,25 @@ def test_bad_paths_and_names_are_refused_before_spark_starts_in_one_line(
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
     assert "SparkContext" not in done.stderr and not (tmp_path / "out").exists()
     assert elapsed_s < 60  # no Spark session (its start alone costs seconds); generous for a loaded machine
+
+
+def test_training_curves_are_titled_and_their_legend_is_readable_and_clear_of_the_panels() -> None:
+    from matplotlib import pyplot as plt
+
+    from training.fitting import TrainingHistory
+    from training.plots import LEGEND_FONT_SIZE, training_curves_figure
+
+    history = TrainingHistory(train_loss=[1.2, 0.9, 0.8], validation_loss=[1.3, 1.1, 1.2],
+                              validation_ua=[0.3, 0.4, 0.38], best_epoch=2)
+    title = "training curves: cnn, core6\nspeaker-independent 6-fold"
+    figure = training_curves_figure([(f"fold {i}/6", history) for i in range(1, 7)], title=title)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (legend,) = figure.legends
+    assert figure.get_suptitle() == title
+    assert all(text.get_fontsize() >= LEGEND_FONT_SIZE >= 8 for text in legend.get_texts())
+    assert len(legend.get_texts()) == 12  # train and validation of each fold
+    legend_box = legend.get_window_extent(renderer)
+    for axes in figure.axes:
+        assert not legend_box.overlaps(axes.get_tightbbox(renderer))
+    plt.close(figure)

@@ -134,6 +134,10 @@ def test_cnn_kfold_bundle_round_trip_and_evaluation(frame: pd.DataFrame, tmp_pat
     assert evaluation["metrics"]["n"] == 72  # originals of the four basic4 labels
     assert evaluation["augmented"]["n"] == 72
     assert len(evaluation["speakers_seen_in_training"]) == 6
+    matrix = np.array(evaluation["metrics"]["confusion_matrix"]["matrix"])
+    title = evaluation["matrix_title"]  # the title says what the cells hold, and that speakers were seen
+    assert matrix.sum() == 72 and title.startswith(f"cnn (bundle): 72 clips of 6 speakers; their 72 augmented copies")
+    assert "6 of these 6 speakers were in the training data: not speaker-independent" in title
     predictions = pd.read_parquet(tmp_path / "eval" / PREDICTIONS_FILE)
     assert len(predictions) == 144 and {"predicted", "prob_angry"} <= set(predictions.columns)
     assert (tmp_path / "eval" / EVALUATION_FILE).is_file()

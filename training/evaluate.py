@@ -104,6 +104,8 @@ def evaluate_frame(
     }
     if not original.all():
         evaluation["augmented"] = classification_metrics(truth[~original], predicted[~original], bundle.labels)
+    evaluation["speakers"] = len(set(np.asarray(speakers)[headline_rows]))
+    evaluation["matrix_title"] = matrix_title(evaluation, bundle)
     if seen:
         logger.warning(
             "%d evaluated speakers were in the bundle's training data: their figures are not speaker-independent",
@@ -112,6 +114,19 @@ def evaluate_frame(
     _write_report(Path(output_dir), evaluation, bundle, mapped, probabilities)
     logger.info("evaluation of %s: %s", bundle.path, format_headline(evaluation["metrics"]))
     return evaluation
+
+
+def matrix_title(evaluation: dict[str, Any], bundle: Bundle) -> str:
+    """The confusion matrix's title: what its cells hold (the original clips, augmented copies
+    apart), the headline figures, and whether the evaluated speakers were in the training data."""
+    metrics, speakers = evaluation["metrics"], evaluation["speakers"]
+    what = f"{bundle.model_kind} ({bundle.path.name}): {metrics['n']} clips of {speakers} speakers"
+    if "augmented" in evaluation:
+        what += f"; their {evaluation['augmented']['n']} augmented copies are scored apart, not in these cells"
+    seen = len(evaluation["speakers_seen_in_training"])
+    trust = (f"{seen} of these {speakers} speakers were in the training data: not speaker-independent" if seen
+             else "none of these speakers was in the training data")
+    return "\n".join([what, format_headline(metrics), trust])
 
 
 def _rows_with_bundle_labels(frame: pd.DataFrame, bundle: Bundle) -> tuple[pd.DataFrame, TaxonomyReport, dict[str, int]]:
@@ -136,7 +151,7 @@ def _write_report(output: Path, evaluation: dict[str, Any], bundle: Bundle, mapp
     matrix = evaluation["metrics"]["confusion_matrix"]
     plot_confusion_matrix(
         np.array(matrix["matrix"]), matrix["labels"], output / CONFUSION_PLOT,
-        title=f"{bundle.model_kind} ({bundle.path.name}) on {len(mapped)} rows\n{format_headline(evaluation['metrics'])}",
+        title=evaluation["matrix_title"],
     )
     _predictions_table(mapped, probabilities, bundle.labels).to_parquet(output / PREDICTIONS_FILE, index=False)
     (output / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n")

@@ -44,31 +44,44 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
     return Path(path)
 
 
-def plot_training_curves(histories: Sequence[tuple[str, TrainingHistory]], path: str | Path) -> Path:
-    """Training/validation loss and validation UA per epoch, one line per run (fold)."""
+#: Font size of legends: readable at the PNG's 110 dpi.
+LEGEND_FONT_SIZE = 8
+
+
+def plot_training_curves(histories: Sequence[tuple[str, TrainingHistory]], path: str | Path, *, title: str) -> Path:
+    """Training/validation loss and validation UA per epoch, one line per run (fold), under ``title``
+    (model, taxonomy, split); the legend in its own row under the panels."""
     plt = _pyplot()
-    figure, (loss_axes, ua_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = training_curves_figure(histories, title=title)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
+
+
+def training_curves_figure(histories: Sequence[tuple[str, TrainingHistory]], *, title: str) -> Any:
+    """The matplotlib figure of :func:`plot_training_curves` (close it with ``pyplot.close``)."""
+    plt = _pyplot()
+    figure, (loss_axes, ua_axes) = plt.subplots(1, 2, figsize=(11, 4.6 + 0.25 * -(-len(histories) // 3)),
+                                                layout="constrained")
     for index, (name, history) in enumerate(histories):
         colour = f"C{index % 10}"
         epochs = np.arange(1, len(history.train_loss) + 1)
-        loss_axes.plot(epochs, history.train_loss, color=colour, label=f"{name} train")
+        loss_axes.plot(epochs, history.train_loss, color=colour, label=f"{name}: train (solid)")
         if history.validation_loss:
-            loss_axes.plot(epochs, history.validation_loss, color=colour, linestyle="--", label=f"{name} validation")
-            ua_axes.plot(epochs, history.validation_ua, color=colour, label=name)
+            loss_axes.plot(epochs, history.validation_loss, color=colour, linestyle="--",
+                           label=f"{name}: validation (dashed)")
+            ua_axes.plot(epochs, history.validation_ua, color=colour)
             ua_axes.axvline(history.best_epoch, color=colour, linestyle=":", linewidth=0.8)
     loss_axes.set_xlabel("epoch")
     loss_axes.set_ylabel("cross-entropy")
     loss_axes.set_title("loss (dashed: validation speakers)", fontsize=9)
     ua_axes.set_xlabel("epoch")
     ua_axes.set_ylabel("UA")
-    ua_axes.set_title("validation UA (dotted: best epoch)", fontsize=9)
-    loss_axes.legend(fontsize=6, ncol=2)
-    if ua_axes.lines:
-        ua_axes.legend(fontsize=6)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return Path(path)
+    ua_axes.set_title("validation UA, colours as in the loss (dotted: best epoch)", fontsize=9)
+    figure.suptitle(title, fontsize=10)
+    figure.legend(*loss_axes.get_legend_handles_labels(), loc="outside lower center", ncol=3,
+                  fontsize=LEGEND_FONT_SIZE, frameon=False)
+    return figure
 
 
 def plot_reliability_diagram(before: Mapping[str, Any], after: Mapping[str, Any], path: str | Path, *, title: str) -> Path:

@@ -389,7 +389,7 @@ def write_plots(output: Path, metrics: Mapping[str, Any], histories: list[tuple[
     calibration = metrics["calibration"]["pooled"]
     plot_reliability_diagram(calibration["before"], calibration["after"], output / RELIABILITY_PLOT, title=title)
     if histories:
-        plot_training_curves(histories, output / CURVES_PLOT)
+        plot_training_curves(histories, output / CURVES_PLOT, title=f"training curves: {title}")
 
 
 def split_record(config: RunConfig) -> dict[str, Any]:
