@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             files_per_partition=config.read.files_per_partition,
         )
         log.info("%d audio files listed, %d to extract; %d partitions", files_listed, files_listed - skipped, partitions)
-        counts = extract_tables(to_extract, config, staging=staging, writer=writer, partitions=partitions)
+        counts = extract_tables(to_extract, config, staging=staging, writer=writer, partitions=partitions,
+                                files=files_listed - skipped)
         extracted_s = time.time() - started
         manifest = {
             "job": "extract_features",

@@ -43,6 +43,7 @@ from ser_udfs.settings import resolve_config, to_dict
 from ser_udfs.spark.incremental import LEDGER, RUNS_DIR, IncrementalOutput, committed_at, statuses_from
 from ser_udfs.spark.io import OutputDir, audio_files, list_files, spark_reads_content
 from ser_udfs.spark.path_checks import check_local_inputs_exist
+from ser_udfs.spark.progress import JobProgress
 from ser_udfs.calls.tables import TABLES, probability_columns, table_columns, table_ddls
 from ser_udfs.spark.score import ReadSection, ScoreJobConfig, make_score_fn, output_ddl, table_specs
 from training.bundle.load import Bundle
@@ -109,9 +110,11 @@ def _list_calls(
 
 
 def _score_into(
-    staging: str, listed: DataFrame, partitions: int, bundle: Bundle, config: ScoreJobConfig, model_loads: Any
+    staging: str, listed: DataFrame, partitions: int, bundle: Bundle, config: ScoreJobConfig, model_loads: Any,
+    *, calls: int,
 ) -> None:
-    """Score every listed call in the workers; rows land in ``staging`` partitioned by ``table_kind``.
+    """Score every listed call (``calls`` of them) in the workers, logging the progress; rows land in
+    ``staging`` partitioned by ``table_kind``.
 
     The workers rebuild the bundle from a broadcast of the bytes the driver loaded it from.
     """
@@ -133,7 +136,8 @@ def _score_into(
         customer_channel=config.channels.customer,
     )
     rows = listed.select("path", "content", "listing_error").repartition(partitions).mapInArrow(score, output_schema)
-    rows.write.mode("overwrite").partitionBy("table_kind").parquet(staging)
+    with JobProgress(spark.sparkContext, "scoring", files=calls, tasks=partitions):
+        rows.write.mode("overwrite").partitionBy("table_kind").parquet(staging)
 
 
 def _staged_tables(spark: SparkSession, staging: str, labels: Sequence[str]) -> dict[str, DataFrame]:
@@ -256,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          -(-(files_listed - skipped) // config.read.files_per_partition))
         log.info("%d calls listed, %d to score; %d partitions", files_listed, files_listed - skipped, partitions)
         model_loads = spark.sparkContext.accumulator(0)
-        _score_into(staging, to_score, partitions, bundle, config, model_loads)
+        _score_into(staging, to_score, partitions, bundle, config, model_loads, calls=files_listed - skipped)
         scored_s = time.time() - started
 
         tables = _staged_tables(spark, staging, bundle.labels)

@@ -133,7 +133,7 @@ def test_user_errors_are_one_sentence(tmp_path: Path, capsys) -> None:
 
     status = run(extract_features.main, ["--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")])
     assert status == 2
-    assert "cannot read input" in capsys.readouterr().err
+    assert f"--input {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err  # before Spark starts
     status = run(extract_features.main, ["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--set", "mel.bands=3"])
     assert status == 2
 

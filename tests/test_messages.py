@@ -97,3 +97,63 @@ def test_training_curves_are_titled_and_their_legend_is_readable_and_clear_of_th
     for axes in figure.axes:
         assert not legend_box.overlaps(axes.get_tightbbox(renderer))
     plt.close(figure)
+
+
+class _Stage:
+    def __init__(self, tasks: int, done: int) -> None:
+        self.numTasks, self.numCompletedTasks = tasks, done
+
+
+class _Tracker:
+    """A status tracker whose stages move as a test says."""
+
+    def __init__(self) -> None:
+        self.stages: dict[int, _Stage] = {}
+
+    def getActiveStageIds(self) -> list[int]:
+        return list(self.stages)
+
+    def getStageInfo(self, stage_id: int) -> _Stage:
+        return self.stages[stage_id]
+
+
+class _Context:
+    def __init__(self, tracker: _Tracker) -> None:
+        self.tracker = tracker
+
+    def statusTracker(self) -> _Tracker:
+        return self.tracker
+
+
+def test_progress_counts_files_by_finished_tasks_of_the_main_stage_with_rate_and_time_left() -> None:
+    from ser_udfs.progress import Progress
+    from ser_udfs.spark.progress import JobProgress
+
+    tracker, now = _Tracker(), [100.0]
+    progress = JobProgress(_Context(tracker), "extraction", files=5000, tasks=20, clock=lambda: now[0])
+    tracker.stages = {0: _Stage(2, 2)}  # the listing's stage: not the main one
+    assert progress.progress().done == 0
+    tracker.stages = {0: _Stage(2, 2), 1: _Stage(20, 2)}
+    now[0] = 150.0
+    line = progress.progress().describe("extraction")
+    assert line == "extraction: 500 of 5000 files (10%), 10.0 files/s, about 7 min 30 s left"
+    tracker.stages = {}  # between stages: what was done stays done
+    assert progress.progress().done == 500
+    assert Progress(5000, 5000, 3725.0).describe("scoring") == "scoring: 5000 of 5000 files (100%), 1.3 files/s, 1 h 2 min in all"
+    assert Progress(2, 6, 1440.0).describe("training", unit="folds") == \
+        "training: 2 of 6 folds (33%), 12 min 0 s per fold, about 48 min 0 s left"
+
+
+def test_progress_lines_come_at_a_steady_pace_while_the_job_runs(caplog) -> None:
+    import time
+
+    from ser_udfs.spark.progress import JobProgress
+
+    tracker = _Tracker()
+    tracker.stages = {1: _Stage(4, 1)}
+    with caplog.at_level("INFO", logger="ser_udfs.spark.progress"):
+        with JobProgress(_Context(tracker), "scoring", files=40, tasks=4, every_s=0.05):
+            time.sleep(0.3)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) >= 3 and all(line.startswith("scoring: 10 of 40 files (25%)") for line in lines[:-1])
+    assert lines[-1].startswith("scoring: 40 of 40 files (100%)")

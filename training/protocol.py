@@ -29,6 +29,7 @@ test side (they are never trained on) but are not scored, so the figures describ
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Protocol
@@ -38,6 +39,7 @@ import pandas as pd
 
 from ser_udfs.errors import UserError
 from ser_udfs.features.config import FeatureConfig
+from ser_udfs.progress import Progress
 from ser_udfs.settings import to_dict
 from training.bundle.load import save_bundle
 from training.calibration import HeldOut, apply_temperature, fit_temperature, pool_held_out
@@ -275,12 +277,14 @@ def cross_validate(
         are dropped as soon as they are tested.
     """
     fold_results, histories, kept = [], [], None
+    started_s = time.monotonic()
     for number, split in enumerate(splits):
         model, member_histories, held_out = kind.fit(data, split.train_index, seed=seed + number,
                                                      log_prefix=f"{split.name}: ", epochs=None)
         fold_results.append(calibrate_split(evaluate_split(kind, model, data, split), held_out, data))
         histories += [(_run_name(split.name, member), history) for member, history in member_histories]
-        logger.info("%s: %s", split.name, format_headline(fold_results[-1]["metrics"]))
+        logger.info("%s: %s; %s", split.name, format_headline(fold_results[-1]["metrics"]),
+                    Progress(number + 1, len(splits), time.monotonic() - started_s).describe("training", unit="folds"))
         kept = model if len(splits) == 1 else None
         del model
         release_accelerator_memory()

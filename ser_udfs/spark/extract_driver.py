@@ -37,6 +37,7 @@ from ser_udfs.spark.io import (
 )
 from ser_udfs.spark.listing import local_path, local_uri
 from ser_udfs.spark.path_checks import check_manifest_paths
+from ser_udfs.spark.progress import JobProgress
 
 log = logging.getLogger(__name__)
 
@@ -237,19 +238,22 @@ def choose_writer(spark: SparkSession, output_uri: str, requested: Literal["auto
 
 
 def extract_tables(
-    inputs: ExtractionInputs, config: ExtractJobConfig, *, staging: str, writer: str, partitions: int
+    inputs: ExtractionInputs, config: ExtractJobConfig, *, staging: str, writer: str, partitions: int, files: int
 ) -> ExtractionCounts:
-    """Extract every input row into ``features`` and ``errors`` inside ``staging``.
+    """Extract every input row (``files`` of them) into ``features`` and ``errors`` inside ``staging``,
+    logging the progress (:class:`~ser_udfs.spark.progress.JobProgress`).
 
     ``writer`` comes from :func:`choose_writer`. The counts are read from the staged tables,
     the files that will be moved into place; with the Python writer they must also match the
     rows the successful tasks reported, or files were lost.
     """
     rows = inputs.rows.select(*[column.split(" ")[0] for column in INPUT_DDL.split(", ")]).repartition(partitions)
-    if writer == "python":
-        reported = _extract_python_writer(rows, config, inputs.cremad_gender, local_path(staging))
-    else:
-        _extract_spark_writer(rows, config, inputs.cremad_gender, staging)
+    spark = inputs.rows.sparkSession
+    with JobProgress(spark.sparkContext, "extraction", files=files, tasks=partitions):
+        if writer == "python":
+            reported = _extract_python_writer(rows, config, inputs.cremad_gender, local_path(staging))
+        else:
+            _extract_spark_writer(rows, config, inputs.cremad_gender, staging)
     counts = _count_staged(inputs.rows.sparkSession, staging)
     if writer == "python" and counts != reported:
         raise RuntimeError(
