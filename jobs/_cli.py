@@ -6,14 +6,14 @@ import argparse
 import errno
 import logging
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ser_udfs.defaults import conf_dir
 from ser_udfs.errors import UserError
 from ser_udfs.settings import load_toml, to_toml
 from ser_udfs.spark.io import DEFAULT_LOCK_STALE_S
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = conf_dir()
 
 
 def base_parser(description: str, default_config: str) -> argparse.ArgumentParser:

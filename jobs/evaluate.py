@@ -61,5 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console entry point of an installed copy (``pyproject.toml``'s ``[project.scripts]``)."""
     sys.exit(run(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -311,5 +311,10 @@ def _log_done(output: OutputDir, counts: dict[str, Any], model_loads: int, plot_
         log.info("timeline plot: %s", plot_uri)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console entry point of an installed copy (``pyproject.toml``'s ``[project.scripts]``)."""
     sys.exit(run(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -135,5 +135,10 @@ def _format(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console entry point of an installed copy (``pyproject.toml``'s ``[project.scripts]``)."""
     sys.exit(run(main))
+
+
+if __name__ == "__main__":
+    cli()

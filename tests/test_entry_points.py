@@ -39,3 +39,27 @@ def test_ser_submit_says_what_to_do_without_the_environment(tmp_path: Path) -> N
     done = subprocess.run(["bash", str(copy / "ser-submit"), "jobs/train.py"], env=BARE_ENV, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "run make setup" in done.stderr
+
+
+@pytest.mark.slow
+def test_an_installed_copy_runs_from_another_folder_with_its_own_defaults(tmp_path: Path) -> None:
+    import sys
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(REPO)], check=True, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**BARE_ENV, "PYTHONPATH": str(target)}  # the installed copy, not the checkout
+    for script, argv in (("ser-extract", ["--input", "in", "--output", "out"]),
+                         ("ser-score", ["--input", "in", "--model", "m", "--output", "out"]),
+                         ("ser-train", ["--features", "t", "--model", "cnn", "--output", "out"])):
+        done = subprocess.run([str(target / "bin" / script), *argv, "--print-config"], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "[" in done.stdout, f"{script}: {done.stderr[-2000:]}"
+    check = ("import jobs, training.taxonomy as t; from jobs._cli import CONF_DIR; "
+             "print(jobs.__file__, CONF_DIR, t.load_taxonomy('core6').name)")
+    done = subprocess.run([sys.executable, "-c", check], cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=120)
+    module, conf, taxonomy = done.stdout.split()
+    assert module.startswith(str(target)) and conf == str(target / "ser_udfs" / "conf") and taxonomy == "core6"

@@ -16,12 +16,13 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from ser_udfs.defaults import conf_dir
 from ser_udfs.errors import UserError
 from ser_udfs.settings import load_toml
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TAXONOMIES_PATH = Path(__file__).resolve().parents[1] / "conf" / "taxonomies.toml"
+DEFAULT_TAXONOMIES_PATH = conf_dir() / "taxonomies.toml"
 NO_LABEL = "<none>"
 
 
