@@ -93,6 +93,27 @@ def test_feature_rows_carry_labels_and_shapes(extracted: Path) -> None:
     assert table["feature_config_version"].nunique() == 1
 
 
+def test_the_table_says_what_its_columns_hold_in_its_parquet_metadata(extracted: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from ser_udfs.features.config import FeatureConfig
+
+    metadata = {key.decode(): value.decode() for key, value in
+                pq.read_metadata(extracted / "features" / "_common_metadata").metadata.items()}
+    manifest = json.loads((extracted / "_manifest.json").read_text())
+    assert json.loads(metadata["ser_spark.feature_config"]) == manifest["feature_config"]
+    assert metadata["ser_spark.feature_config_version"] == manifest["feature_config_version"]
+    row = pd.read_parquet(extracted / "features").iloc[0]
+    names = json.loads(metadata["ser_spark.stats_names"])
+    assert len(names) == len(row["stats"]) and len(set(names)) == len(names)
+    assert names[:2] == ["mfcc_0_mean", "mfcc_1_mean"] and "zcr_std" in names
+    config = FeatureConfig.from_dict(manifest["feature_config"])
+    assert names.index("log_mel_0_mean") == config.mfcc.n_mfcc * len(config.stats.functions) * (3 if config.mfcc.deltas else 1)
+    shapes = json.loads(metadata["ser_spark.shapes"])
+    assert {name: shapes[name] for name in ("log_mel", "mfcc", "zcr")} == {
+        name: list(row[f"{name}_shape"]) for name in ("log_mel", "mfcc", "zcr")}
+
+
 def test_errors_table_names_each_broken_file(extracted: Path) -> None:
     errors = pd.read_parquet(extracted / "errors")
     kinds = {Path(unquote(p)).name: k for p, k in zip(errors["path"], errors["error_kind"])}

@@ -140,6 +140,7 @@ def test_cnn_kfold_bundle_round_trip_and_evaluation(frame: pd.DataFrame, tmp_pat
     assert "6 of these 6 speakers were in the training data: not speaker-independent" in title
     predictions = pd.read_parquet(tmp_path / "eval" / PREDICTIONS_FILE)
     assert len(predictions) == 144 and {"predicted", "prob_angry"} <= set(predictions.columns)
+    assert predictions["prob_angry"].dtype == np.float64
     assert (tmp_path / "eval" / EVALUATION_FILE).is_file()
 
 

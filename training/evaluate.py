@@ -162,5 +162,5 @@ def _predictions_table(frame: pd.DataFrame, probabilities: np.ndarray, labels: t
     table = frame[columns].copy()
     table["predicted"] = [labels[index] for index in probabilities.argmax(axis=1)]
     for index, column in enumerate(probability_columns(labels)):
-        table[column] = probabilities[:, index]
+        table[column] = probabilities[:, index].astype(np.float64)  # double, as in the scoring tables
     return table

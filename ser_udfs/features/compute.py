@@ -194,6 +194,19 @@ def summary_statistics(maps: dict[str, np.ndarray], config: StatsConfig) -> np.n
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
+def stats_names(config: FeatureConfig) -> list[str]:
+    """The name of each value of the ``stats`` vector, in order (:func:`summary_statistics`):
+    ``<row>_<function>``, rows ``mfcc_<i>`` (``mfcc_delta_<i>``, ``mfcc_delta2_<i>`` with deltas),
+    ``log_mel_<band>``, ``zcr``; e.g. ``mfcc_0_mean``, ``log_mel_63_std``, ``zcr_mean``."""
+    n_mfcc = config.mfcc.n_mfcc
+    mfcc = [f"mfcc_{i}" for i in range(n_mfcc)]
+    if config.mfcc.deltas:
+        mfcc += [f"mfcc_delta_{i}" for i in range(n_mfcc)] + [f"mfcc_delta2_{i}" for i in range(n_mfcc)]
+    rows = {"mfcc": mfcc, "log_mel": [f"log_mel_{band}" for band in range(config.mel.n_mels)], "zcr": ["zcr"]}
+    return [f"{row}_{function}" for name in config.stats.features for function in config.stats.functions
+            for row in rows[name]]
+
+
 def stats_length(config: FeatureConfig) -> int:
     """Length ``d`` of the ``stats`` vector for ``config``."""
     rows = {

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -25,6 +27,7 @@ from ser_udfs.audio.augment import AugmentConfig
 from ser_udfs.corpora import load_cremad_demographics, parse_manifest
 from ser_udfs.errors import UserError
 from ser_udfs.settings import to_dict
+from ser_udfs.features.compute import compute_features_batch, stats_names
 from ser_udfs.features.config import AudioConfig, FeatureConfig, MelConfig, MfccConfig, StatsConfig, ZcrConfig
 from ser_udfs.features.extract_file import ExtractOptions
 from ser_udfs.spark.extract import (
@@ -216,6 +219,36 @@ def staged_tables(spark: SparkSession, staging: str) -> dict[str, DataFrame]:
     return {"features": features, "errors": errors}
 
 
+#: The Parquet summary file of the features table: its schema and what its columns hold.
+TABLE_METADATA_NAME = "_common_metadata"
+
+
+def features_metadata(config: FeatureConfig) -> dict[str, str]:
+    """Key-value metadata of the features table (JSON values): the feature config and its version,
+    the name of each ``stats`` value, and the shape of each map column."""
+    shapes = {name: list(value.shape[1:]) for name, value in
+              compute_features_batch(np.zeros((1, config.audio.clip_samples), np.float32),
+                                     config.audio.target_sample_rate_hz, config).items() if name != "stats"}
+    return {
+        "ser_spark.feature_config": json.dumps(config.to_dict(), sort_keys=True),
+        "ser_spark.feature_config_version": config.version(),
+        "ser_spark.stats_names": json.dumps(stats_names(config)),
+        "ser_spark.shapes": json.dumps(shapes, sort_keys=True),
+    }
+
+
+def write_features_metadata(spark: SparkSession, staging: str, config: FeatureConfig) -> None:
+    """``staging/features/_common_metadata``: the files' Arrow schema with :func:`features_metadata`
+    (pyarrow, DuckDB and pandas read it; Spark skips ``_`` files), when features were staged."""
+    staged = OutputDir(spark, staging)
+    if not staged.exists("features"):
+        return
+    schema = table_schemas(to_arrow_schema(StructType.fromDDL(OUTPUT_DDL)))["features"]
+    sink = pa.BufferOutputStream()
+    pq.write_metadata(schema.with_metadata(features_metadata(config)), sink)
+    staged.write_bytes(f"features/{TABLE_METADATA_NAME}", sink.getvalue().to_pybytes())
+
+
 def partitions_for(files: int, *, cores: int, files_per_partition: int) -> int:
     """Whole waves of equal tasks, none above ``files_per_partition``: no core idles through a short last
     wave (at least one wave, also for no files)."""
@@ -254,7 +287,8 @@ def extract_tables(
             reported = _extract_python_writer(rows, config, inputs.cremad_gender, local_path(staging))
         else:
             _extract_spark_writer(rows, config, inputs.cremad_gender, staging)
-    counts = _count_staged(inputs.rows.sparkSession, staging)
+    write_features_metadata(spark, staging, config.features)
+    counts = _count_staged(spark, staging)
     if writer == "python" and counts != reported:
         raise RuntimeError(
             f"the staged tables in {staging} hold {counts} but the tasks wrote {reported}: files were lost; rerun the job"
