@@ -138,7 +138,7 @@ def ravdess_files(data: Path) -> dict[str, list[Path]]:
     return actors
 
 
-def _read_mono(path: Path) -> tuple[np.ndarray, int]:
+def read_mono(path: Path) -> tuple[np.ndarray, int]:
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     return audio.mean(axis=1), rate
 
@@ -154,7 +154,7 @@ def ravdess_utterances(actors: dict[str, list[Path]], index: int, per_channel: i
     for name in pair:
         files = actors[name]
         chosen = rng.choice(len(files), size=min(per_channel, len(files)), replace=False)
-        clips = [_read_mono(files[k]) for k in chosen]
+        clips = [read_mono(files[k]) for k in chosen]
         rates.update(rate for _, rate in clips)
         channels.append([trim_speech(samples, rate, peak_dbfs=peak_dbfs) for samples, rate in clips])
     if len(rates) != 1:

@@ -37,6 +37,7 @@ from pyspark.sql.types import StructType
 
 from jobs._cli import add_output_arguments, base_parser, print_config, run, setup_logging
 from jobs._spark import build_spark, spark_facts
+from ser_udfs.audio.vad import check_detector
 from ser_udfs.calls.stream import WindowGeometry, check_predictor
 from ser_udfs.errors import UserError
 from ser_udfs.settings import resolve_config, to_dict
@@ -228,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundle = load_scoring_model(args.model)  # loaded and verified once, here
     call_model = CallModel(bundle)
     model = _model_facts(bundle, check_predictor(call_model, config.window), call_model)
+    check_detector(config.vad, bundle.feature_config.audio.target_sample_rate_hz)
     log.info(
         "model %s (%s, labels %s); turns scored whole up to %.2f s, longer ones in windows every %.2f s, at %d Hz; "
         "channels %s; %s", model["model_id"], bundle.model_kind, ", ".join(bundle.labels), model["window_s"],

@@ -148,3 +148,27 @@ def test_bench_runs_on_tiny_synthetic_calls_and_prints_its_summary(tmp_path: Pat
     assert summary.count("[PASS]") + summary.count("[MISS]") == 8
     assert summary.count("interruptions recall") == 2
     assert len(list((tmp_path / "work").glob("call*.wav"))) == 4
+
+
+def test_the_vad_bench_runs_on_synthetic_calls_and_prints_every_method(tmp_path: Path, capsys) -> None:
+    from bench import vad_accuracy
+
+    argv = ["--data", str(tmp_path / "no-data"), "--calls", "1", "--utterances", "6", "--noises", "white", "telephone",
+            "--snr-db", "20", "--methods", "energy", "webrtc", "--work-dir", str(tmp_path / "work")]
+    assert vad_accuracy.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "synthetic utterances" in printed
+    rows = [line for line in printed.splitlines() if line.startswith(("| energy |", "| webrtc |"))]
+    assert len(rows) == 2 * 2 + 2  # method x noise, then one summary row per method
+    f1 = [float(row.split("|")[6]) for row in rows[:4]]
+    assert all(0.5 < value <= 1.0 for value in f1), printed  # clean synthetic speech at 20 dB: found
+
+
+def test_frame_masks_and_babble() -> None:
+    from bench.vad_accuracy import babble, frame_mask
+
+    mask = frame_mask(np.array([[0, 1600], [3200, 4000]]), 16000, 30)  # 10 ms frames
+    assert mask[:10].all() and not mask[10:20].any() and mask[20:25].all() and not mask[25:].any()
+    voices = [np.ones(3), 2 * np.ones(5)]
+    mixed = babble(voices, 11, np.random.default_rng(0))
+    np.testing.assert_allclose(mixed, 3.0)

@@ -93,3 +93,46 @@ def test_decisions_before_final_sample_never_change() -> None:
 def test_padding_wider_than_half_the_bridge_is_refused() -> None:
     with pytest.raises(ValueError, match="pad_s"):
         VadConfig(bridge_gap_s=0.2, pad_s=0.15)
+
+
+@pytest.mark.parametrize("method", ["webrtc", "silero"])
+def test_the_model_methods_find_each_utterance_and_stream_exactly(method: str) -> None:
+    placements = [(1.0, 3.5), (6.0, 8.0), (12.0, 15.0)]
+    audio = _noisy_call(placements, duration_s=17.0)
+    config = VadConfig(method=method)
+    regions = detect_speech(audio, RATE, config)
+    assert len(regions) == len(placements)
+    for (start_s, end_s), (found_start, found_end) in zip(placements, regions / RATE):
+        assert start_s - 0.15 <= found_start <= start_s + 0.4 and end_s - 0.4 <= found_end <= end_s + 0.15
+    detector = SpeechDetector(config, RATE)
+    for start in range(0, audio.size, 4001):
+        detector.push(audio[start : start + 4001])
+    detector.finish()
+    np.testing.assert_array_equal(np.array(detector.regions).reshape(-1, 2), regions)
+
+
+@pytest.mark.parametrize("method", ["webrtc", "silero"])
+def test_behind_the_gate_silence_never_reaches_the_model(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ser_udfs.audio import vad
+
+    asked: list[int] = []
+    model_class = vad._WebRtcFrames if method == "webrtc" else vad._SileroFrames
+    original = model_class.speech
+    monkeypatch.setattr(model_class, "speech", lambda self, frames: asked.append(len(frames)) or original(self, frames))
+    audio = _noisy_call([(2.0, 3.0)], duration_s=10.0, noise_dbfs=-70.0)
+    detect_speech(audio, RATE, VadConfig(method=method))
+    frame_s = 0.032 if method == "silero" else 0.02
+    assert 0 < sum(asked) * frame_s < 1.5  # about the 1 s utterance, none of the 9 s of line noise
+    asked.clear()
+    detect_speech(audio, RATE, VadConfig(method=method, gate=False))
+    assert sum(asked) * frame_s == pytest.approx(10.0, abs=0.05)
+
+
+def test_a_method_that_cannot_run_at_the_rate_is_refused_in_one_sentence() -> None:
+    from ser_udfs.audio.vad import check_detector
+    from ser_udfs.errors import UserError
+
+    with pytest.raises(UserError, match="silero works at 8 or 16 kHz, not 22050 Hz"):
+        check_detector(VadConfig(method="silero"), 22050)
+    with pytest.raises(ValueError, match="frame_s of 0.01, 0.02 or 0.03"):
+        VadConfig(method="webrtc", frame_s=0.025)

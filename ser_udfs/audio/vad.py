@@ -1,11 +1,21 @@
-"""Speech detection for call scoring: an energy detector with an adaptive noise floor.
+"""Speech detection for call scoring: which frames are speech (``vad.method``), then regions.
 
-Why not a neural VAD: silero-vad (torch only, no torchaudio needed) runs at about 50× real time
-on one core here, an LSTM step per 32 ms chunk that cannot be batched within a stream; scoring
-targets 500× real time per core with decoding and speech detection included. This detector runs
-at several thousand times real time and is exact under streaming.
+Three frame classifiers (``vad.method``), all streamed and behind the same region rule (step 4):
 
-The rule, per channel at the scoring sample rate:
+- ``energy`` (default): an adaptive noise floor, steps 1–3 below; several thousand times real
+  time, exact under streaming;
+- ``webrtc``: WebRTC's GMM voice detector (the ``webrtcvad-wheels`` package), aggressiveness
+  ``vad.webrtc_mode`` 0–3, on frames of 10, 20 or 30 ms at 8, 16, 32 or 48 kHz;
+- ``silero``: the silero-vad network (its TorchScript model ships in the ``silero-vad`` wheel and
+  loads offline), speech where its probability is at least ``vad.silero_threshold``, on 32 ms
+  chunks at 8 or 16 kHz (``frame_s`` is then the chunk); an LSTM step per chunk, one model per
+  channel (it carries the channel's state).
+
+With ``vad.gate`` (default on) the two models only see frames at or above
+``vad.min_level_dbfs``: quieter frames are silence without asking them, so silence costs nothing.
+``bench/vad_accuracy.py`` measures the three against truth in noise (``docs/RESULTS.md``).
+
+The energy rule, per channel at the scoring sample rate:
 
 1. Frames of ``frame_s`` (non-overlapping). ``level_db`` = 10·log10 of the frame's mean square
    (dBFS for full-scale ±1 audio).
@@ -32,9 +42,12 @@ with speech and never pauses within ``floor_window_s`` takes the first pause to 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from scipy.ndimage import minimum_filter1d
+
+from ser_udfs.errors import UserError
 
 _POWER_FLOOR = 1e-12  # -120 dBFS: the level of digital silence
 
@@ -43,6 +56,7 @@ _POWER_FLOOR = 1e-12  # -120 dBFS: the level of digital silence
 class VadConfig:
     """Settings of the speech detector (``[vad]`` in ``conf/score.toml``)."""
 
+    method: Literal["energy", "webrtc", "silero"] = "energy"
     frame_s: float = 0.02
     margin_db: float = 10.0
     min_level_dbfs: float = -55.0
@@ -51,8 +65,17 @@ class VadConfig:
     bridge_gap_s: float = 0.3
     min_speech_s: float = 0.25
     pad_s: float = 0.1
+    gate: bool = True
+    webrtc_mode: int = 2
+    silero_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.method not in ("energy", "webrtc", "silero"):
+            raise ValueError('vad.method must be "energy", "webrtc" or "silero"')
+        if self.webrtc_mode not in (0, 1, 2, 3) or not 0 < self.silero_threshold < 1:
+            raise ValueError("vad.webrtc_mode must be 0, 1, 2 or 3 and vad.silero_threshold lie in (0, 1)")
+        if self.method == "webrtc" and round(self.frame_s * 1000) not in (10, 20, 30):
+            raise ValueError("vad.method webrtc needs vad.frame_s of 0.01, 0.02 or 0.03")
         if not 0 < self.frame_s <= 0.1:
             raise ValueError("vad.frame_s must lie in (0, 0.1] seconds")
         if self.floor_window_s < self.frame_s or self.floor_smooth_s < self.frame_s:
@@ -81,7 +104,8 @@ class SpeechDetector:
     def __init__(self, config: VadConfig, sample_rate: int) -> None:
         self.config = config
         self.sample_rate = sample_rate
-        self.frame_samples = max(1, int(round(config.frame_s * sample_rate)))
+        self._model = _frame_model(config, sample_rate)
+        self.frame_samples = self._model.frame_samples if self._model else max(1, int(round(config.frame_s * sample_rate)))
         frame_s = self.frame_samples / sample_rate
         self._smooth = max(1, int(round(config.floor_smooth_s / frame_s)))
         self._floor_window = max(1, int(round(config.floor_window_s / frame_s))) | 1  # odd
@@ -141,7 +165,7 @@ class SpeechDetector:
         self._leftover = data[n_frames * self.frame_samples :]
         if n_frames:
             frames = data[: n_frames * self.frame_samples].reshape(n_frames, self.frame_samples)
-            self._analyse(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / self.frame_samples)
+            self._analyse(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / self.frame_samples, frames)
 
     def finish(self) -> None:
         """Analyse the last partial frame and close every region."""
@@ -150,7 +174,9 @@ class SpeechDetector:
         total = self._frames_done * self.frame_samples + self._leftover.size
         if self._leftover.size:
             tail = self._leftover.astype(np.float64)
-            self._analyse(np.array([np.mean(tail * tail)]))
+            padded = np.zeros((1, self.frame_samples), np.float32)
+            padded[0, : tail.size] = self._leftover
+            self._analyse(np.array([np.mean(tail * tail)]), padded)
         self._end_run(self._frames_done)
         if self._pending is not None:
             self._close(self._pending)
@@ -162,8 +188,9 @@ class SpeechDetector:
         """Total samples inside the final regions."""
         return sum(end - start for start, end in self.regions)
 
-    def _analyse(self, powers: np.ndarray) -> None:
-        """Decide ``[n]`` new frames from their mean-square powers and update the regions."""
+    def _analyse(self, powers: np.ndarray, frames: np.ndarray) -> None:
+        """Decide ``[n]`` new frames (``[n, frame_samples]``, their mean-square ``powers``) and
+        update the regions."""
         config = self.config
         level_db = 10.0 * np.log10(np.maximum(powers, _POWER_FLOOR))
         history = np.concatenate([self._powers, powers])
@@ -175,6 +202,10 @@ class SpeechDetector:
         floor_db = minimum_filter1d(extended, self._floor_window, mode="nearest", origin=self._floor_window // 2)
         floor_db = floor_db[self._smoothed_db.size :]
         speech_like = level_db >= np.maximum(floor_db + config.margin_db, config.min_level_dbfs)
+        if self._model is not None:
+            gated = level_db >= config.min_level_dbfs if config.gate else np.ones(level_db.size, bool)
+            speech_like = np.zeros(level_db.size, bool)
+            speech_like[gated] = self._model.speech(frames[gated])
         self._powers = history[max(0, history.size - (self._smooth - 1)) :]
         self._smoothed_db = extended[max(0, extended.size - (self._floor_window - 1)) :]
         self._track_runs(speech_like)
@@ -219,6 +250,63 @@ class SpeechDetector:
         for start, end in self._frame_regions[len(self.regions) :]:
             end_sample = end * self.frame_samples
             self.regions.append((start * self.frame_samples, end_sample if limit is None else min(end_sample, limit)))
+
+
+class _WebRtcFrames:
+    """WebRTC's voice detector on frames of ``frame_s`` (16-bit PCM, as it takes them)."""
+
+    def __init__(self, config: VadConfig, sample_rate: int) -> None:
+        import webrtcvad
+
+        if sample_rate not in (8000, 16000, 32000, 48000):
+            raise ValueError(f"vad.method webrtc works at 8, 16, 32 or 48 kHz, not {sample_rate} Hz")
+        self._vad = webrtcvad.Vad(config.webrtc_mode)
+        self.sample_rate = sample_rate
+        self.frame_samples = int(round(config.frame_s * sample_rate))
+
+    def speech(self, frames: np.ndarray) -> np.ndarray:
+        """bool ``[n]`` for float ``[n, frame_samples]``."""
+        pcm = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
+        return np.array([self._vad.is_speech(frame.tobytes(), self.sample_rate) for frame in pcm], dtype=bool)
+
+
+class _SileroFrames:
+    """The silero-vad network, chunk by chunk, its state carried along the channel."""
+
+    def __init__(self, config: VadConfig, sample_rate: int) -> None:
+        from silero_vad import load_silero_vad
+
+        if sample_rate not in (8000, 16000):
+            raise ValueError(f"vad.method silero works at 8 or 16 kHz, not {sample_rate} Hz")
+        self._model = load_silero_vad()  # one per channel: the model object holds the LSTM state
+        self._threshold = config.silero_threshold
+        self.sample_rate = sample_rate
+        self.frame_samples = 512 if sample_rate == 16000 else 256
+
+    def speech(self, frames: np.ndarray) -> np.ndarray:
+        """bool ``[n]`` for float ``[n, frame_samples]``."""
+        import torch
+
+        with torch.inference_mode():
+            return np.array([float(self._model(torch.from_numpy(np.ascontiguousarray(frame, np.float32)),
+                                               self.sample_rate)) >= self._threshold for frame in frames], dtype=bool)
+
+
+def _frame_model(config: VadConfig, sample_rate: int) -> Any:
+    """The frame classifier of ``vad.method`` (None: the energy rule)."""
+    if config.method == "webrtc":
+        return _WebRtcFrames(config, sample_rate)
+    if config.method == "silero":
+        return _SileroFrames(config, sample_rate)
+    return None
+
+
+def check_detector(config: VadConfig, sample_rate: int) -> None:
+    """Refuse, once and before any work, a ``vad.method`` that cannot run at ``sample_rate``."""
+    try:
+        SpeechDetector(config, sample_rate)
+    except ValueError as exc:
+        raise UserError(f"{exc}; the model's sample rate decides the rate speech is detected at") from None
 
 
 def detect_speech(samples: np.ndarray, sample_rate: int, config: VadConfig) -> np.ndarray:
