@@ -136,7 +136,7 @@ def test_cnn_kfold_bundle_round_trip_and_evaluation(frame: pd.DataFrame, tmp_pat
     assert len(evaluation["speakers_seen_in_training"]) == 6
     matrix = np.array(evaluation["metrics"]["confusion_matrix"]["matrix"])
     title = evaluation["matrix_title"]  # the title says what the cells hold, and that speakers were seen
-    assert matrix.sum() == 72 and title.startswith(f"cnn (bundle): 72 clips of 6 speakers; their 72 augmented copies")
+    assert matrix.sum() == 72 and title.startswith("cnn (bundle): 72 clips of 6 speakers; their 72 augmented copies")
     assert "6 of these 6 speakers were in the training data: not speaker-independent" in title
     predictions = pd.read_parquet(tmp_path / "eval" / PREDICTIONS_FILE)
     assert len(predictions) == 144 and {"predicted", "prob_angry"} <= set(predictions.columns)
