@@ -11,7 +11,9 @@ Each measurement runs in a fresh Python process pinned to one thread, as a Spark
 runs: it loads the bundle and scores the call with :func:`ser_udfs.calls.stream.score_call` plus the
 timeline, summary and analytics, then reports wall time, its own CPU time and its peak RSS. A
 ``decode + VAD`` row streams the same call through decoding, resampling and speech detection
-alone. Real-time factors are audio seconds per CPU second of that single-threaded process, so
+alone. ``--profile`` then scores the longest call once more under cProfile, per model, and prints
+the CPU time of each step (decode and resampling, speech detection, window preprocessing,
+features, the network, adaptation and calibration, timeline, analytics, the rest). Real-time factors are audio seconds per CPU second of that single-threaded process, so
 they are per core; "call" counts the call's duration once, "channel" counts each scored channel.
 
 Without ``--logreg-bundle`` / ``--cnn-bundle`` the script builds bundles with the training code
@@ -28,7 +30,9 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import argparse
+import cProfile
 import json
+import pstats
 import logging
 import subprocess
 import sys
@@ -87,6 +91,30 @@ def build_bundles(work: Path) -> dict[str, Path]:
     return paths
 
 
+#: The steps of scoring a call and the functions whose cumulative time is each one's.
+PROFILE_STEPS = {
+    "decode + resample": [("ser_udfs/calls/stream.py", "_channel_blocks")],
+    "speech detection": [("ser_udfs/audio/vad.py", "push"), ("ser_udfs/audio/vad.py", "finish")],
+    "window preprocessing": [("ser_udfs/audio/preprocess.py", "check_not_silent"),
+                             ("ser_udfs/audio/preprocess.py", "condition_clip")],
+    "features": [("ser_udfs/features/compute.py", "compute_features_batch")],
+    "network (per window)": [("training/inference.py", "window_outputs")],
+    "adaptation + calibration": [("training/inference.py", "channel_probabilities")],
+    "timeline + summary": [("ser_udfs/calls/timeline.py", "call_timeline")],
+    "analytics": [("ser_udfs/calls/analytics.py", "analyse_call")],
+}
+
+
+def profile_split(stats: pstats.Stats, total_s: float) -> dict[str, float]:
+    """Seconds of each of :data:`PROFILE_STEPS` (cumulative, under the profiler), and the rest."""
+    split = {}
+    for step, functions in PROFILE_STEPS.items():
+        split[step] = sum(cumulative for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items()
+                          if any(path.endswith(file) and name == function for file, function in functions))
+    split["other (batching, Python glue)"] = max(0.0, total_s - sum(split.values()))
+    return split
+
+
 def child(args: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; prints one JSON line."""
     import torch
@@ -106,10 +134,15 @@ def child(args: argparse.Namespace) -> None:
     else:
         model = load_call_model(args.bundle)
         rss_loaded = _rss_mb()
+        profile = cProfile.Profile() if args.stage == "profile" else None
         started_cpu, started_wall = time.process_time(), time.perf_counter()
+        if profile:
+            profile.enable()
         scores = score_call(args.call, model, config)
         segments, summary = call_timeline(scores, config)
         analyse_call(scores, segments, config, customer_channel=1)
+        if profile:
+            profile.disable()
         result = {
             "cpu_s": time.process_time() - started_cpu,
             "wall_s": time.perf_counter() - started_wall,
@@ -119,6 +152,8 @@ def child(args: argparse.Namespace) -> None:
             "windows": scores.windows_scored,
             "segments": len(segments),
         }
+    if args.stage == "profile":
+        result["split_s"] = profile_split(pstats.Stats(profile), result["cpu_s"])
     result.update(
         rss_imports_mb=rss_before,
         rss_loaded_mb=rss_loaded,
@@ -186,6 +221,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cnn-bundle")
     parser.add_argument("--hop-s", type=float, default=1.5)
     parser.add_argument("--spark", action="store_true", help="also run the job on the longest call (local[1])")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile each model on the longest call and print where the time goes")
     parser.add_argument("--work-dir", default="/tmp/ser-score-bench")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stage", default="score", help=argparse.SUPPRESS)
@@ -229,6 +266,16 @@ def print_rows(rows: list[dict[str, float]], hop_s: float) -> None:
         )
 
 
+def print_split(name: str, minutes: float, result: dict) -> None:
+    """Where the CPU time of scoring one call goes (under cProfile, which slows Python calls)."""
+    total = result["cpu_s"]
+    print(f"\nWhere the time goes, {name}, {minutes:g} min stereo call, under cProfile ({total:.1f} CPU s)")
+    print("| step | s | share |")
+    print("|---|---|---|")
+    for step, seconds in result["split_s"].items():
+        print(f"| {step} | {seconds:.2f} | {seconds / total:.0%} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -242,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         built = build_bundles(work)
         bundles = {name: bundles[name] or built[name] for name in bundles}
     print_rows(measure_calls(args, bundles, work), args.hop_s)
+    if args.profile:
+        longest = max(args.lengths_min)
+        call = work / f"call-{longest:g}min-stereo-8k-ulaw.wav"
+        for name in args.models:
+            result = _run_child(Path(__file__).resolve(), stage="profile", bundle=bundles[name], call=call,
+                                hop_s=args.hop_s)
+            print_split(name, longest, result)
     if args.spark:
         longest = max(args.lengths_min)
         call = work / f"call-{longest:g}min-stereo-8k-ulaw.wav"
