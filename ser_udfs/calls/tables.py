@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import Any, Sequence
 
 from ser_udfs.audio.decode import AudioSource
-from ser_udfs.calls.analytics import analyse_call, channel_number, channel_role
+from ser_udfs.calls.analytics import analyse_call, channel_number
 from ser_udfs.calls.config import CallScoringConfig
 from ser_udfs.calls.stream import ChannelChoice, Predictor, score_call
 from ser_udfs.calls.timeline import call_timeline
