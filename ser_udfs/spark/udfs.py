@@ -1,0 +1,157 @@
+"""Pandas UDFs a data engineer composes in their own Spark code and SQL: the jobs' per-clip steps.
+
+Each function builds an iterator-of-batches pandas UDF over a column of file bytes (``content``
+of ``spark.read.format("binaryFile")``), so per-worker set-up happens once per task, not per row,
+and batches stay bounded (``spark.sql.execution.arrow.maxRecordsPerBatch``). Every step is the
+one the jobs run (:func:`ser_udfs.features.extract_file.extract_file`: decode, preprocess,
+features), so a UDF's values equal the extraction job's for the same file. A row that cannot be
+used never fails the query: its values are null and its ``error`` struct says why (``kind``,
+``message``: the kinds of the jobs' errors tables).
+
+- :func:`waveform_udf`: the preprocessed waveform (16 kHz, trimmed, fixed length);
+- :func:`features_udf`: log-mel, MFCC, ZCR (flattened, with their shapes) and the stats vector;
+- :func:`clip_emotion_udf`: a model's calibrated probabilities per clip, from a factory made on
+  the driver (``training.udfs.emotion`` makes one from a bundle folder: ``ser_udfs`` never
+  knows what a model is).
+
+``docs/UDFS.md`` shows each in PySpark and SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ser_udfs.errors import ClipError
+from ser_udfs.features.config import FeatureConfig
+from ser_udfs.features.extract_file import ExtractOptions, extract_file
+from ser_udfs.spark.model_cache import cached_model
+
+log = logging.getLogger(__name__)
+
+ERROR_DDL = "struct<kind:string,message:string>"
+WAVEFORM_DDL = f"struct<waveform:array<float>,source_sample_rate:int,source_duration_s:double,error:{ERROR_DDL}>"
+FEATURES_DDL = (
+    "struct<log_mel:array<float>,log_mel_shape:array<int>,mfcc:array<float>,mfcc_shape:array<int>,"
+    f"zcr:array<float>,zcr_shape:array<int>,stats:array<float>,error:{ERROR_DDL}>"
+)
+EMOTION_DDL = f"struct<label:string,confidence:double,probabilities:map<string,double>,error:{ERROR_DDL}>"
+_MAPS = ("log_mel", "mfcc", "zcr")
+
+
+class ClipModel(Protocol):
+    """What :func:`clip_emotion_udf` needs from a model (a loaded bundle is one)."""
+
+    labels: tuple[str, ...]
+    feature_config: FeatureConfig
+
+    def predict_proba(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Calibrated ``[n, len(labels)]`` for the arrays of ``compute_features_batch`` of ``n`` clips."""
+        ...
+
+
+def _error(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, ClipError):
+        return {"kind": exc.kind, "message": exc.message}
+    log.warning("unexpected error in a UDF row", exc_info=True)
+    return {"kind": "internal", "message": f"{type(exc).__name__}: {exc}"}
+
+
+def _clips(contents: pd.Series, config: FeatureConfig, *, keep_waveform: bool
+           ) -> Iterator[tuple[Any, dict[str, Any] | None, dict[str, str] | None]]:
+    """``(audio info, the clip's features, error)`` of each row of file bytes."""
+    options = ExtractOptions(keep_waveform=keep_waveform)
+    for content in contents:
+        if content is None:
+            yield None, None, {"kind": "read", "message": "the row holds no file bytes (content is null)"}
+            continue
+        try:
+            info, (clip, *_) = extract_file(bytes(content), "", config, options)
+        except Exception as exc:  # one bad row never fails the query
+            yield None, None, _error(exc)
+            continue
+        yield info, {**clip.features, "waveform": clip.waveform}, None
+
+
+def waveform_udf(config: FeatureConfig) -> Any:
+    """A pandas UDF: file bytes → :data:`WAVEFORM_DDL` (the preprocessed clip at the config's rate)."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(WAVEFORM_DDL)  # type: ignore[call-overload]
+    def waveform(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        for contents in batches:
+            rows = []
+            for info, clip, error in _clips(contents, config, keep_waveform=True):
+                rows.append({
+                    "waveform": None if clip is None else clip["waveform"],
+                    "source_sample_rate": None if info is None else info.sample_rate,
+                    "source_duration_s": None if info is None else info.duration_s,
+                    "error": error,
+                })
+            yield pd.DataFrame(rows, columns=["waveform", "source_sample_rate", "source_duration_s", "error"])
+
+    return waveform
+
+
+def features_udf(config: FeatureConfig) -> Any:
+    """A pandas UDF: file bytes → :data:`FEATURES_DDL`, the features table's columns for the clip."""
+    from pyspark.sql.functions import pandas_udf
+
+    columns = [column for name in _MAPS for column in (name, f"{name}_shape")] + ["stats", "error"]
+
+    @pandas_udf(FEATURES_DDL)  # type: ignore[call-overload]
+    def features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        for contents in batches:
+            rows = []
+            for _, clip, error in _clips(contents, config, keep_waveform=False):
+                row: dict[str, Any] = dict.fromkeys(columns)
+                row["error"] = error
+                if clip is not None:
+                    for name in _MAPS:
+                        row[name] = clip[name].ravel()
+                        row[f"{name}_shape"] = list(clip[name].shape)
+                    row["stats"] = clip["stats"]
+                rows.append(row)
+            yield pd.DataFrame(rows, columns=columns)
+
+    return features
+
+
+def clip_emotion_udf(make_model: Callable[[], ClipModel], *, model_id: str, feature_config: FeatureConfig,
+                     labels: Sequence[str]) -> Any:
+    """A pandas UDF: file bytes → :data:`EMOTION_DDL`, one clip's label, confidence and probabilities.
+
+    Parameters
+    ----------
+    make_model
+        Zero-argument, picklable factory of the model, called once per Python worker
+        (:func:`ser_udfs.spark.model_cache.cached_model` under ``model_id``).
+    feature_config, labels
+        The model's (its features are computed with ``feature_config``; ``labels`` name the probabilities).
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    labels = tuple(labels)
+
+    @pandas_udf(EMOTION_DDL)  # type: ignore[call-overload]
+    def emotion(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        model = cached_model(model_id, make_model)
+        for contents in batches:
+            results = list(_clips(contents, feature_config, keep_waveform=True))
+            good = [index for index, (_, clip, _) in enumerate(results) if clip is not None]
+            rows = [{"label": None, "confidence": None, "probabilities": None, "error": error}
+                    for _, _, error in results]
+            if good:  # the arrays the jobs feed a model: features and the preprocessed clips
+                batch = {name: np.stack([results[index][1][name] for index in good])
+                         for name in (*_MAPS, "stats", "waveform")}
+                probabilities = np.asarray(model.predict_proba(batch), dtype=np.float64)
+                for index, row_probabilities in zip(good, probabilities):
+                    best = int(np.argmax(row_probabilities))
+                    rows[index].update(label=labels[best], confidence=float(row_probabilities[best]),
+                                       probabilities=dict(zip(labels, map(float, row_probabilities))))
+            yield pd.DataFrame(rows, columns=["label", "confidence", "probabilities", "error"])
+
+    return emotion

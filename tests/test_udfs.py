@@ -1,0 +1,103 @@
+"""The pandas UDFs of ser_udfs.spark.udfs and training.udfs in local-mode Spark: the extraction
+job's values for the same files, a null result and an error struct for a bad file, SQL, and the
+example of docs/UDFS.md as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ser_udfs.features.config import FeatureConfig
+from ser_udfs.spark.udfs import features_udf, waveform_udf
+from tests.builders import REPO, adaptive_call_bundles, call_bundle, extraction_args, write_small_corpus
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_small_corpus(tmp_path_factory.mktemp("udf-corpus"))  # eight clips, an empty and a silent file
+    (root / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    return root
+
+
+@pytest.fixture(scope="module")
+def clips(spark, corpus: Path):
+    return spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(corpus)).select(
+        "path", "content")
+
+
+def test_features_equal_the_extraction_jobs_and_bad_files_get_an_error(spark, clips, corpus: Path, tmp_path) -> None:
+    from jobs import extract_features
+    from jobs._cli import run
+
+    config = FeatureConfig.from_dict({"mel": {"n_mels": 32}})
+    got = clips.select("path", features_udf(config)("content").alias("f")).select("path", "f.*").toPandas()
+    assert len(got) == 10  # eight clips, the silent and the broken file (the binary file source skips empty files)
+    errors = got[got["error"].notna()].set_index("path")["error"]
+    kinds = {Path(path).name: error["kind"] for path, error in errors.items()}
+    assert kinds == {"silent.wav": "silent", "broken.wav": "decode"}
+    assert got.loc[got["error"].notna(), "stats"].isna().all()
+
+    assert run(extract_features.main, extraction_args(corpus, tmp_path / "table")) == 0
+    table = pd.read_parquet(tmp_path / "table" / "features").set_index("path")
+    good = got[got["error"].isna()].set_index("path")
+    assert sorted(good.index) == sorted(table.index)
+    for path, row in good.iterrows():
+        expected = table.loc[path]
+        for column in ("log_mel", "mfcc", "zcr", "stats"):
+            np.testing.assert_allclose(np.asarray(row[column]), np.asarray(expected[column]), atol=1e-5, err_msg=column)
+        assert list(row["log_mel_shape"]) == list(expected["log_mel_shape"])
+
+
+def test_waveforms_are_the_preprocessed_clips(spark, clips) -> None:
+    config = FeatureConfig()
+    rows = clips.select("path", waveform_udf(config)("content").alias("w")).select("path", "w.*").toPandas()
+    good = rows[rows["error"].isna()]
+    assert len(good) == 8 and all(len(wave) == config.audio.clip_samples for wave in good["waveform"])
+    assert set(good["source_sample_rate"]) == {16000} and (good["source_duration_s"] > 0.9).all()
+
+
+def test_emotion_from_a_bundle_in_pyspark_and_sql(spark, clips, tmp_path) -> None:
+    from training.bundle.load import load_bundle
+    from training.udfs import emotion
+
+    bundle_dir = call_bundle(tmp_path / "tiny-logreg")
+    labels = load_bundle(bundle_dir).labels
+    rows = clips.select("path", emotion(bundle_dir)("content").alias("e")).select("path", "e.*").toPandas()
+    good = rows[rows["error"].isna()]
+    assert len(good) == 8 and set(good["label"]) <= set(labels)
+    for row in good.itertuples():
+        probabilities = dict(row.probabilities)
+        assert set(probabilities) == set(labels) and sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert row.confidence == pytest.approx(max(probabilities.values())) and row.label == max(probabilities, key=probabilities.get)
+    assert rows[rows["error"].notna()]["label"].isna().all()
+    spark.udf.register("ser_emotion_test", emotion(bundle_dir))
+    clips.createOrReplaceTempView("udf_clips")
+    counted = spark.sql("SELECT ser_emotion_test(content).label AS label, count(*) AS n FROM udf_clips GROUP BY 1").toPandas()
+    assert counted["n"].sum() == len(rows) and counted["label"].isna().sum() == 1  # the two bad rows share null
+
+
+def test_a_speaker_adaptive_bundle_scores_each_clip_with_its_cnn_alone(spark, clips, tmp_path) -> None:
+    from training.bundle.load import load_bundle
+    from training.udfs import ClipPredictor, emotion
+
+    adaptive, _ = adaptive_call_bundles(tmp_path / "bundles")
+    rows = clips.select(emotion(adaptive)("content").alias("e")).select("e.*").toPandas()
+    assert rows["error"].isna().sum() == 8 and rows["label"].notna().sum() == 8
+    bundle = load_bundle(adaptive)
+    assert ClipPredictor(bundle).labels == bundle.labels
+
+
+def test_the_example_of_docs_udfs_runs_as_written(spark, corpus: Path, tmp_path, capsys) -> None:
+    text = (REPO / "docs" / "UDFS.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    namespace = {"spark": spark, "clips_dir": corpus / "Actor_01", "bundle_dir": call_bundle(tmp_path / "bundle")}
+    exec(compile(block, "docs/UDFS.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "label" in printed and "stats" in printed
+    assert len(namespace["lengths"]) == 4 and {row.samples for row in namespace["lengths"]} == {48000}
