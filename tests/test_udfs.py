@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from pyspark.sql import functions as F
 import pandas as pd
 import pytest
 
@@ -101,3 +102,46 @@ def test_the_example_of_docs_udfs_runs_as_written(spark, corpus: Path, tmp_path,
     printed = capsys.readouterr().out
     assert "label" in printed and "stats" in printed
     assert len(namespace["lengths"]) == 4 and {row.samples for row in namespace["lengths"]} == {48000}
+
+
+def test_embeddings_of_the_waveforms_as_the_embeddings_job_computes_them(spark, clips, tmp_path) -> None:
+    from ser_udfs.encoders.pooling import EmbeddingConfig, plan_embeddings
+    from ser_udfs.spark.udfs import embeddings_udf
+    from tests.builders import save_tiny_encoder
+
+    config = EmbeddingConfig(pretrained=str(save_tiny_encoder(tmp_path / "encoder")), batch_size=4)
+    waves = clips.select("path", waveform_udf(FeatureConfig())("content").alias("w"))
+    rows = waves.select("path", "w.waveform", embeddings_udf(config)(F.col("w.waveform")).alias("embedding")).toPandas()
+    good = rows[rows["waveform"].notna()]
+    assert len(good) == 8 and rows.loc[rows["waveform"].isna(), "embedding"].isna().all()  # bad clips: null
+    plan = plan_embeddings(config, sample_rate_hz=16000)
+    expected = plan.factory()()(np.stack([np.asarray(wave, np.float32) for wave in good["waveform"]]))
+    np.testing.assert_allclose(np.stack(good["embedding"].to_numpy()), expected.reshape(len(good), -1), atol=1e-5)
+
+
+def test_features_and_emotion_from_a_waveform_column_equal_those_from_the_bytes(spark, clips, tmp_path) -> None:
+    from ser_udfs.errors import UserError
+    from training.bundle.load import load_bundle
+    from training.udfs import emotion
+
+    bundle_dir = call_bundle(tmp_path / "tiny-logreg")
+    config = load_bundle(bundle_dir).feature_config
+    waves = clips.select("path", "content", waveform_udf(config)("content").alias("w"))
+    rows = waves.select(
+        "path",
+        features_udf(config)("content").stats.alias("from_bytes"),
+        features_udf(config, source="waveform")(F.col("w.waveform")).alias("f"),
+        emotion(bundle_dir)("content").probabilities.alias("p_bytes"),
+        emotion(bundle_dir, source="waveform")(F.col("w.waveform")).probabilities.alias("p_wave"),
+        features_udf(config, source="waveform")(F.slice("w.waveform", 1, 100)).error.kind.alias("short"),
+    ).toPandas()
+    good = rows[rows["from_bytes"].notna()]
+    assert len(good) == 8
+    for row in good.itertuples():
+        np.testing.assert_allclose(np.asarray(row.f["stats"]), np.asarray(row.from_bytes), atol=1e-6)
+        assert dict(row.p_wave) == pytest.approx(dict(row.p_bytes), abs=1e-6)
+    bad = rows[rows["from_bytes"].isna()]
+    assert (bad["f"].map(lambda f: f["error"]["kind"]) == "empty").all()  # a null waveform: its clip failed
+    assert set(good["short"]) == {"unsupported"}
+    with pytest.raises(UserError, match="bytes"):
+        features_udf(config, source="mp3")

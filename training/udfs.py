@@ -46,11 +46,13 @@ class BundleFactory:
         return ClipPredictor(prepare_for_inference(load_bundle_from_files(self.files, source=self.source)))
 
 
-def emotion(bundle_dir: str | Path) -> Any:
-    """A pandas UDF: file bytes → ``struct<label, confidence, probabilities, error>`` with the bundle
-    at ``bundle_dir`` (any kind: logistic regression, CNN, fused, transformer), calibrated as the
-    bundle is; ``spark.udf.register("ser_emotion", emotion(dir))`` makes it a SQL function."""
+def emotion(bundle_dir: str | Path, *, source: str = "bytes") -> Any:
+    """A pandas UDF: file bytes (``source="waveform"``: the preprocessed clips of
+    :func:`~ser_udfs.spark.udfs.waveform_udf` with the bundle's feature config) →
+    ``struct<label, confidence, probabilities, error>`` with the bundle at ``bundle_dir`` (any kind:
+    logistic regression, CNN, fused, transformer), calibrated as the bundle is;
+    ``spark.udf.register("ser_emotion", emotion(dir))`` makes it a SQL function."""
     bundle = load_scoring_model(bundle_dir)
     ClipPredictor(bundle)  # refuses, here, a bundle that cannot score a clip on its own
     return clip_emotion_udf(BundleFactory(bundle.files, str(bundle.path)), model_id=model_id(bundle),
-                            feature_config=bundle.feature_config, labels=bundle.labels)
+                            feature_config=bundle.feature_config, labels=bundle.labels, source=source)

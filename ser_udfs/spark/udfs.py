@@ -12,7 +12,9 @@ used never fails the query: its values are null and its ``error`` struct says wh
 - :func:`features_udf`: log-mel, MFCC, ZCR (flattened, with their shapes) and the stats vector;
 - :func:`clip_emotion_udf`: a model's calibrated probabilities per clip, from a factory made on
   the driver (``training.udfs.emotion`` makes one from a bundle folder: ``ser_udfs`` never
-  knows what a model is).
+  knows what a model is);
+- :func:`embeddings_udf`: a frozen Hugging Face encoder's pooled hidden states of a waveform
+  column (the embeddings job's values).
 
 ``docs/UDFS.md`` shows each in PySpark and SQL.
 """
@@ -25,9 +27,12 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from ser_udfs.errors import ClipError
+from ser_udfs.encoders.pooling import EmbeddingConfig, plan_embeddings
+from ser_udfs.errors import ClipError, UserError
+from ser_udfs.features.compute import compute_features_batch
 from ser_udfs.features.config import FeatureConfig
 from ser_udfs.features.extract_file import ExtractOptions, extract_file
+from ser_udfs.spark.embeddings import make_embedding_udf
 from ser_udfs.spark.model_cache import cached_model
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,11 @@ class ClipModel(Protocol):
         ...
 
 
+def _check_source(source: str) -> None:
+    if source not in ("bytes", "waveform"):
+        raise UserError(f'source={source!r}: the UDFs take "bytes" (file contents) or "waveform" (preprocessed clips)')
+
+
 def _error(exc: Exception) -> dict[str, str]:
     if isinstance(exc, ClipError):
         return {"kind": exc.kind, "message": exc.message}
@@ -60,11 +70,15 @@ def _error(exc: Exception) -> dict[str, str]:
     return {"kind": "internal", "message": f"{type(exc).__name__}: {exc}"}
 
 
-def _clips(contents: pd.Series, config: FeatureConfig, *, keep_waveform: bool
+def _clips(values: pd.Series, config: FeatureConfig, *, keep_waveform: bool, source: str = "bytes"
            ) -> Iterator[tuple[Any, dict[str, Any] | None, dict[str, str] | None]]:
-    """``(audio info, the clip's features, error)`` of each row of file bytes."""
+    """``(audio info, the clip's features, error)`` of each row of file bytes, or with ``source =
+    "waveform"`` of each preprocessed clip (``config.audio.clip_samples`` at its rate; info None)."""
+    if source == "waveform":
+        yield from _waveform_clips(values, config)
+        return
     options = ExtractOptions(keep_waveform=keep_waveform)
-    for content in contents:
+    for content in values:
         if content is None:
             yield None, None, {"kind": "read", "message": "the row holds no file bytes (content is null)"}
             continue
@@ -74,6 +88,33 @@ def _clips(contents: pd.Series, config: FeatureConfig, *, keep_waveform: bool
             yield None, None, _error(exc)
             continue
         yield info, {**clip.features, "waveform": clip.waveform}, None
+
+
+def _waveform_clips(waveforms: pd.Series, config: FeatureConfig
+                    ) -> Iterator[tuple[None, dict[str, Any] | None, dict[str, str] | None]]:
+    """Features of preprocessed clips, computed as one batch; a null or wrong-length clip gets an error."""
+    samples = config.audio.clip_samples
+    errors: list[dict[str, str] | None] = []
+    for value in waveforms:
+        if value is None:
+            errors.append({"kind": "empty", "message": "the waveform is null (its clip could not be used)"})
+        elif len(value) != samples:
+            errors.append({"kind": "unsupported", "message": (
+                f"a waveform of {len(value)} samples, not the {samples} of a preprocessed "
+                f"{config.audio.clip_seconds} s clip at {config.audio.target_sample_rate_hz} Hz; give the waveform of "
+                "waveform_udf, or the file bytes")})
+        else:
+            errors.append(None)
+    good = [index for index, error in enumerate(errors) if error is None]
+    clips = np.stack([np.asarray(waveforms.iloc[index], dtype=np.float32) for index in good]) if good else None
+    features = compute_features_batch(clips, config.audio.target_sample_rate_hz, config) if good else {}
+    position = {index: rank for rank, index in enumerate(good)}
+    for index, error in enumerate(errors):
+        if error is not None:
+            yield None, None, error
+        else:
+            rank = position[index]
+            yield None, {**{name: values[rank] for name, values in features.items()}, "waveform": clips[rank]}, None
 
 
 def waveform_udf(config: FeatureConfig) -> Any:
@@ -96,17 +137,19 @@ def waveform_udf(config: FeatureConfig) -> Any:
     return waveform
 
 
-def features_udf(config: FeatureConfig) -> Any:
-    """A pandas UDF: file bytes → :data:`FEATURES_DDL`, the features table's columns for the clip."""
+def features_udf(config: FeatureConfig, *, source: str = "bytes") -> Any:
+    """A pandas UDF: file bytes (``source="waveform"``: a preprocessed clip, as :func:`waveform_udf`
+    gives) → :data:`FEATURES_DDL`, the features table's columns for the clip."""
     from pyspark.sql.functions import pandas_udf
 
+    _check_source(source)
     columns = [column for name in _MAPS for column in (name, f"{name}_shape")] + ["stats", "error"]
 
     @pandas_udf(FEATURES_DDL)  # type: ignore[call-overload]
     def features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         for contents in batches:
             rows = []
-            for _, clip, error in _clips(contents, config, keep_waveform=False):
+            for _, clip, error in _clips(contents, config, keep_waveform=False, source=source):
                 row: dict[str, Any] = dict.fromkeys(columns)
                 row["error"] = error
                 if clip is not None:
@@ -121,8 +164,9 @@ def features_udf(config: FeatureConfig) -> Any:
 
 
 def clip_emotion_udf(make_model: Callable[[], ClipModel], *, model_id: str, feature_config: FeatureConfig,
-                     labels: Sequence[str]) -> Any:
-    """A pandas UDF: file bytes → :data:`EMOTION_DDL`, one clip's label, confidence and probabilities.
+                     labels: Sequence[str], source: str = "bytes") -> Any:
+    """A pandas UDF: file bytes (``source="waveform"``: preprocessed clips) → :data:`EMOTION_DDL`,
+    one clip's label, confidence and probabilities.
 
     Parameters
     ----------
@@ -134,13 +178,14 @@ def clip_emotion_udf(make_model: Callable[[], ClipModel], *, model_id: str, feat
     """
     from pyspark.sql.functions import pandas_udf
 
+    _check_source(source)
     labels = tuple(labels)
 
     @pandas_udf(EMOTION_DDL)  # type: ignore[call-overload]
     def emotion(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         model = cached_model(model_id, make_model)
         for contents in batches:
-            results = list(_clips(contents, feature_config, keep_waveform=True))
+            results = list(_clips(contents, feature_config, keep_waveform=True, source=source))
             good = [index for index, (_, clip, _) in enumerate(results) if clip is not None]
             rows = [{"label": None, "confidence": None, "probabilities": None, "error": error}
                     for _, _, error in results]
@@ -155,3 +200,15 @@ def clip_emotion_udf(make_model: Callable[[], ClipModel], *, model_id: str, feat
             yield pd.DataFrame(rows, columns=["label", "confidence", "probabilities", "error"])
 
     return emotion
+
+
+def embeddings_udf(config: EmbeddingConfig, *, sample_rate_hz: int = 16000) -> Any:
+    """A pandas UDF: preprocessed waveform (``array<float>`` at ``sample_rate_hz``, e.g. the
+    ``waveform`` of :func:`waveform_udf`) → the encoder's pooled hidden states, flattened
+    ``[vectors, hidden]`` (null for a null waveform), as ``jobs/extract_embeddings.py`` computes them.
+
+    ``config.pretrained`` is a local encoder folder readable at the same path on every worker.
+    """
+    plan = plan_embeddings(config, sample_rate_hz=sample_rate_hz)
+    return make_embedding_udf(plan.factory(), model_id=plan.model_id)
+
