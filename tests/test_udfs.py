@@ -145,3 +145,45 @@ def test_features_and_emotion_from_a_waveform_column_equal_those_from_the_bytes(
     assert set(good["short"]) == {"unsupported"}
     with pytest.raises(UserError, match="bytes"):
         features_udf(config, source="mp3")
+
+
+def test_emotion_from_a_features_struct_equals_emotion_from_the_bytes(spark, clips, tmp_path) -> None:
+    from training.bundle.load import load_bundle
+    from training.udfs import emotion
+
+    adaptive, _ = adaptive_call_bundles(tmp_path / "bundles")  # a CNN fused with stats: maps and stats
+    config = load_bundle(adaptive).feature_config
+    features = clips.select("content", features_udf(config)("content").alias("f"))
+    other = FeatureConfig.from_dict({**config.to_dict(), "mel": {**config.to_dict()["mel"], "n_mels": 32}})
+    rows = features.select(
+        emotion(adaptive)("content").probabilities.alias("p_bytes"),
+        emotion(adaptive, source="features")("f").alias("e"),
+        emotion(adaptive, source="features")(features_udf(other)("content")).error.kind.alias("other_config"),
+    ).toPandas()
+    good = rows[rows["p_bytes"].notna()]
+    assert len(good) == 8
+    for row in good.itertuples():
+        assert dict(row.e["probabilities"]) == pytest.approx(dict(row.p_bytes), abs=1e-6)
+    bad = rows[rows["p_bytes"].isna()]
+    assert sorted(bad["e"].map(lambda e: e["error"]["kind"])) == ["decode", "silent"]  # the features' own errors
+    assert set(good["other_config"]) == {"unsupported"}
+
+
+def test_a_model_that_reads_waveforms_is_refused_a_features_struct(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from ser_udfs.errors import UserError
+    from training import udfs
+
+    wav2vec2 = SimpleNamespace(path=Path("w2v"), model_kind="wav2vec2", inputs=("waveform",))
+    monkeypatch.setattr(udfs, "load_scoring_model", lambda _: wav2vec2)
+    monkeypatch.setattr(udfs, "ClipPredictor", lambda bundle: None)
+    with pytest.raises(UserError, match="reads waveforms, which a features struct does not hold"):
+        udfs.emotion("w2v", source="features")
+
+
+def test_feature_config_from_the_jobs_toml() -> None:
+    from jobs._cli import CONF_DIR
+
+    config = FeatureConfig.from_toml(CONF_DIR / "features.toml", ["mel.n_mels=32"])
+    assert config == FeatureConfig.from_dict({"mel": {"n_mels": 32}})

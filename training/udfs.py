@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ser_udfs.errors import UserError
 from ser_udfs.spark.udfs import clip_emotion_udf
 from training.bundle.load import Bundle, load_bundle_from_files
 from training.inference import CallModel, load_scoring_model, model_id, prepare_for_inference
@@ -48,11 +49,15 @@ class BundleFactory:
 
 def emotion(bundle_dir: str | Path, *, source: str = "bytes") -> Any:
     """A pandas UDF: file bytes (``source="waveform"``: the preprocessed clips of
-    :func:`~ser_udfs.spark.udfs.waveform_udf` with the bundle's feature config) →
+    :func:`~ser_udfs.spark.udfs.waveform_udf` with the bundle's feature config; ``source="features"``:
+    the features struct of :func:`~ser_udfs.spark.udfs.features_udf`, or of a features table's columns) →
     ``struct<label, confidence, probabilities, error>`` with the bundle at ``bundle_dir`` (any kind:
     logistic regression, CNN, fused, transformer), calibrated as the bundle is;
     ``spark.udf.register("ser_emotion", emotion(dir))`` makes it a SQL function."""
     bundle = load_scoring_model(bundle_dir)
     ClipPredictor(bundle)  # refuses, here, a bundle that cannot score a clip on its own
+    if source == "features" and "waveform" in bundle.inputs:
+        raise UserError(f"the model bundle {bundle.path} ({bundle.model_kind}) reads waveforms, which a features "
+                        'struct does not hold; give it the file bytes or source="waveform"')
     return clip_emotion_udf(BundleFactory(bundle.files, str(bundle.path)), model_id=model_id(bundle),
                             feature_config=bundle.feature_config, labels=bundle.labels, source=source)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
 
-from ser_udfs.settings import from_dict, to_dict
+from ser_udfs.settings import apply_overrides, from_dict, load_toml, to_dict
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,14 @@ class FeatureConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
         """Inverse of :meth:`to_dict`; unknown keys are refused."""
         return from_dict(cls, data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "FeatureConfig":
+        """The feature sections (``[audio]``, ``[mel]``, ``[mfcc]``, ``[zcr]``, ``[stats]``) of a TOML
+        file such as ``conf/features.toml`` (its other sections, the job's own, are left out), with
+        ``section.key=value`` overrides as ``--set`` takes them."""
+        data = apply_overrides(load_toml(path), overrides)
+        return from_dict(cls, {name: data[name] for name in ("audio", "mel", "mfcc", "zcr", "stats") if name in data})
 
     def version(self) -> str:
         """First 12 hex characters of the SHA-1 of the canonical JSON of this config."""

@@ -29,7 +29,7 @@ import pandas as pd
 
 from ser_udfs.encoders.pooling import EmbeddingConfig, plan_embeddings
 from ser_udfs.errors import ClipError, UserError
-from ser_udfs.features.compute import compute_features_batch
+from ser_udfs.features.compute import compute_features_batch, stats_length
 from ser_udfs.features.config import FeatureConfig
 from ser_udfs.features.extract_file import ExtractOptions, extract_file
 from ser_udfs.spark.embeddings import make_embedding_udf
@@ -58,9 +58,11 @@ class ClipModel(Protocol):
         ...
 
 
-def _check_source(source: str) -> None:
-    if source not in ("bytes", "waveform"):
-        raise UserError(f'source={source!r}: the UDFs take "bytes" (file contents) or "waveform" (preprocessed clips)')
+def _check_source(source: str, allowed: tuple[str, ...] = ("bytes", "waveform")) -> None:
+    if source not in allowed:
+        raise UserError(f"source={source!r}: this UDF takes {' or '.join(map(repr, allowed))} (file contents, "
+                        "preprocessed clips" + (", the features struct of features_udf" if "features" in allowed else "")
+                        + ")")
 
 
 def _error(exc: Exception) -> dict[str, str]:
@@ -117,6 +119,32 @@ def _waveform_clips(waveforms: pd.Series, config: FeatureConfig
             yield None, {**{name: values[rank] for name, values in features.items()}, "waveform": clips[rank]}, None
 
 
+def _feature_clips(rows: pd.DataFrame, config: FeatureConfig
+                   ) -> Iterator[tuple[None, dict[str, Any] | None, dict[str, str] | None]]:
+    """The clips of a features struct column (:data:`FEATURES_DDL`'s fields, or the features table's
+    columns in a struct): each map unfolded by its shape; a row without stats gets its error, one
+    whose stats are not ``config``'s length an ``unsupported`` one (features of another config)."""
+    expected = stats_length(config)
+    for row in rows.itertuples(index=False):
+        stats = getattr(row, "stats", None)
+        if stats is None:
+            error = getattr(row, "error", None)
+            yield None, None, error if isinstance(error, dict) and error.get("kind") else {
+                "kind": "empty", "message": "the row holds no features (its clip could not be used)"}
+            continue
+        if len(stats) != expected:
+            yield None, None, {"kind": "unsupported", "message": (
+                f"{len(stats)} stats values, not the {expected} of the model's feature config: features of another "
+                "config; give the file bytes, or features computed with the model's feature config")}
+            continue
+        clip = {"stats": np.asarray(stats, dtype=np.float32)}
+        for name in _MAPS:
+            values, shape = getattr(row, name, None), getattr(row, f"{name}_shape", None)
+            if values is not None and shape is not None:
+                clip[name] = np.asarray(values, dtype=np.float32).reshape([int(size) for size in shape])
+        yield None, clip, None
+
+
 def waveform_udf(config: FeatureConfig) -> Any:
     """A pandas UDF: file bytes → :data:`WAVEFORM_DDL` (the preprocessed clip at the config's rate)."""
     from pyspark.sql.functions import pandas_udf
@@ -165,8 +193,11 @@ def features_udf(config: FeatureConfig, *, source: str = "bytes") -> Any:
 
 def clip_emotion_udf(make_model: Callable[[], ClipModel], *, model_id: str, feature_config: FeatureConfig,
                      labels: Sequence[str], source: str = "bytes") -> Any:
-    """A pandas UDF: file bytes (``source="waveform"``: preprocessed clips) → :data:`EMOTION_DDL`,
-    one clip's label, confidence and probabilities.
+    """A pandas UDF: file bytes → :data:`EMOTION_DDL`, one clip's label, confidence and probabilities.
+
+    ``source="waveform"`` takes preprocessed clips (:func:`waveform_udf`), ``source="features"`` a
+    features struct (:func:`features_udf`'s, or ``F.struct(...)`` of a features table's columns:
+    maps, shapes and stats; computed with ``feature_config``), for models that need no waveform.
 
     Parameters
     ----------
@@ -178,26 +209,37 @@ def clip_emotion_udf(make_model: Callable[[], ClipModel], *, model_id: str, feat
     """
     from pyspark.sql.functions import pandas_udf
 
-    _check_source(source)
+    _check_source(source, ("bytes", "waveform", "features"))
     labels = tuple(labels)
 
-    @pandas_udf(EMOTION_DDL)  # type: ignore[call-overload]
-    def emotion(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    def emotions(batches: Iterator[Any]) -> Iterator[pd.DataFrame]:
         model = cached_model(model_id, make_model)
-        for contents in batches:
-            results = list(_clips(contents, feature_config, keep_waveform=True, source=source))
+        for values in batches:
+            results = list(_feature_clips(values, feature_config) if source == "features" else
+                           _clips(values, feature_config, keep_waveform=True, source=source))
             good = [index for index, (_, clip, _) in enumerate(results) if clip is not None]
             rows = [{"label": None, "confidence": None, "probabilities": None, "error": error}
                     for _, _, error in results]
             if good:  # the arrays the jobs feed a model: features and the preprocessed clips
                 batch = {name: np.stack([results[index][1][name] for index in good])
-                         for name in (*_MAPS, "stats", "waveform")}
+                         for name in (*_MAPS, "stats", "waveform") if name in results[good[0]][1]}
                 probabilities = np.asarray(model.predict_proba(batch), dtype=np.float64)
                 for index, row_probabilities in zip(good, probabilities):
                     best = int(np.argmax(row_probabilities))
                     rows[index].update(label=labels[best], confidence=float(row_probabilities[best]),
                                        probabilities=dict(zip(labels, map(float, row_probabilities))))
             yield pd.DataFrame(rows, columns=["label", "confidence", "probabilities", "error"])
+
+    if source == "features":  # a struct column arrives as a DataFrame per batch
+        @pandas_udf(EMOTION_DDL)  # type: ignore[call-overload]
+        def emotion_of_features(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            yield from emotions(batches)
+
+        return emotion_of_features
+
+    @pandas_udf(EMOTION_DDL)  # type: ignore[call-overload]
+    def emotion(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        yield from emotions(batches)
 
     return emotion
 
