@@ -111,12 +111,17 @@ def test_embeddings_of_the_waveforms_as_the_embeddings_job_computes_them(spark, 
 
     config = EmbeddingConfig(pretrained=str(save_tiny_encoder(tmp_path / "encoder")), batch_size=4)
     waves = clips.select("path", waveform_udf(FeatureConfig())("content").alias("w"))
-    rows = waves.select("path", "w.waveform", embeddings_udf(config)(F.col("w.waveform")).alias("embedding")).toPandas()
+    embed = embeddings_udf(config)
+    rows = waves.select("path", "w.waveform", embed(F.col("w.waveform")).alias("e"),
+                        embed(F.slice("w.waveform", 1, 100)).alias("short")).toPandas()
     good = rows[rows["waveform"].notna()]
-    assert len(good) == 8 and rows.loc[rows["waveform"].isna(), "embedding"].isna().all()  # bad clips: null
+    bad = rows[rows["waveform"].isna()]
+    assert len(good) == 8 and bad["e"].map(lambda e: e["embedding"] is None and e["error"]["kind"] == "empty").all()
     plan = plan_embeddings(config, sample_rate_hz=16000)
     expected = plan.factory()()(np.stack([np.asarray(wave, np.float32) for wave in good["waveform"]]))
-    np.testing.assert_allclose(np.stack(good["embedding"].to_numpy()), expected.reshape(len(good), -1), atol=1e-5)
+    got = np.stack([np.asarray(e["embedding"]) for e in good["e"]])
+    np.testing.assert_allclose(got, expected.reshape(len(good), -1), atol=1e-5)
+    assert good["short"].map(lambda e: e["error"] is None).all()  # clips of one (short) length: embedded too
 
 
 def test_features_and_emotion_from_a_waveform_column_equal_those_from_the_bytes(spark, clips, tmp_path) -> None:

@@ -34,8 +34,7 @@ EMBEDDINGS_TABLE = "embeddings"
 
 
 def make_embedding_udf(make_embed_fn: Callable[[], EmbedFn], *, model_id: str) -> Any:
-    """A pandas UDF ``waveform array<float> → embedding array<float>`` (flattened ``[vectors, hidden]``;
-    null for a null waveform).
+    """A pandas UDF ``waveform array<float> → embedding array<float>`` (flattened ``[vectors, hidden]``).
 
     Parameters
     ----------
@@ -49,16 +48,14 @@ def make_embedding_udf(make_embed_fn: Callable[[], EmbedFn], *, model_id: str) -
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         embed_fn = cached_model(model_id, make_embed_fn)
         for waveforms in batches:
-            present = [index for index, value in enumerate(waveforms) if value is not None]
-            embeddings: list[Any] = [None] * len(waveforms)  # a null waveform (a bad clip) gets a null embedding
-            if present:
-                lengths = {len(waveforms.iloc[index]) for index in present}
-                if len(lengths) > 1:
-                    raise ValueError(f"waveforms of different lengths {sorted(lengths)[:4]} in one table")
-                pooled = embed_fn(np.stack([np.asarray(waveforms.iloc[index], dtype=np.float32) for index in present]))
-                for index, vector in zip(present, pooled.reshape(len(pooled), -1)):
-                    embeddings[index] = vector
-            yield pd.Series(embeddings, dtype=object)
+            if waveforms.empty:
+                yield pd.Series([], dtype=object)
+                continue
+            lengths = {len(value) for value in waveforms}
+            if len(lengths) > 1:
+                raise ValueError(f"waveforms of different lengths {sorted(lengths)[:4]} in one table")
+            pooled = embed_fn(np.stack([np.asarray(value, dtype=np.float32) for value in waveforms]))
+            yield pd.Series(list(pooled.reshape(len(pooled), -1)))
 
     return F.pandas_udf(embed, ArrayType(FloatType()))
 

@@ -14,7 +14,7 @@ used never fails the query: its values are null and its ``error`` struct says wh
   the driver (``training.udfs.emotion`` makes one from a bundle folder: ``ser_udfs`` never
   knows what a model is);
 - :func:`embeddings_udf`: a frozen Hugging Face encoder's pooled hidden states of a waveform
-  column (the embeddings job's values).
+  column (the embeddings job's values, from the same embedding function).
 
 ``docs/UDFS.md`` shows each in PySpark and SQL.
 """
@@ -32,7 +32,6 @@ from ser_udfs.errors import ClipError, UserError
 from ser_udfs.features.compute import compute_features_batch, stats_length
 from ser_udfs.features.config import FeatureConfig
 from ser_udfs.features.extract_file import ExtractOptions, extract_file
-from ser_udfs.spark.embeddings import make_embedding_udf
 from ser_udfs.spark.model_cache import cached_model
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,7 @@ FEATURES_DDL = (
     f"zcr:array<float>,zcr_shape:array<int>,stats:array<float>,error:{ERROR_DDL}>"
 )
 EMOTION_DDL = f"struct<label:string,confidence:double,probabilities:map<string,double>,error:{ERROR_DDL}>"
+EMBEDDING_DDL = f"struct<embedding:array<float>,error:{ERROR_DDL}>"
 _MAPS = ("log_mel", "mfcc", "zcr")
 
 
@@ -246,11 +246,38 @@ def clip_emotion_udf(make_model: Callable[[], ClipModel], *, model_id: str, feat
 
 def embeddings_udf(config: EmbeddingConfig, *, sample_rate_hz: int = 16000) -> Any:
     """A pandas UDF: preprocessed waveform (``array<float>`` at ``sample_rate_hz``, e.g. the
-    ``waveform`` of :func:`waveform_udf`) → the encoder's pooled hidden states, flattened
-    ``[vectors, hidden]`` (null for a null waveform), as ``jobs/extract_embeddings.py`` computes them.
+    ``waveform`` of :func:`waveform_udf`) → :data:`EMBEDDING_DDL`: the encoder's pooled hidden
+    states, flattened ``[vectors, hidden]``, as ``jobs/extract_embeddings.py`` computes them.
 
-    ``config.pretrained`` is a local encoder folder readable at the same path on every worker.
+    ``config.pretrained`` is a local encoder folder readable at the same path on every worker. A
+    null waveform gets an ``empty`` error, one of another length than the batch's first an
+    ``unsupported`` one (the encoder takes clips of one length, as the features table holds them).
     """
-    plan = plan_embeddings(config, sample_rate_hz=sample_rate_hz)
-    return make_embedding_udf(plan.factory(), model_id=plan.model_id)
+    from pyspark.sql.functions import pandas_udf
 
+    plan = plan_embeddings(config, sample_rate_hz=sample_rate_hz)
+    make_embed_fn, model_id = plan.factory(), plan.model_id
+
+    @pandas_udf(EMBEDDING_DDL)  # type: ignore[call-overload]
+    def embeddings(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        embed_fn = cached_model(model_id, make_embed_fn)
+        for waveforms in batches:
+            rows: list[dict[str, Any]] = [{"embedding": None, "error": None} for _ in range(len(waveforms))]
+            lengths = [None if value is None else len(value) for value in waveforms]
+            length = next((value for value in lengths if value is not None), None)
+            present = []
+            for index, value in enumerate(lengths):
+                if value is None:
+                    rows[index]["error"] = {"kind": "empty", "message": "the waveform is null (its clip could not be used)"}
+                elif value != length:
+                    rows[index]["error"] = {"kind": "unsupported", "message": (
+                        f"a waveform of {value} samples among clips of {length}: give preprocessed clips of one length")}
+                else:
+                    present.append(index)
+            if present:
+                pooled = embed_fn(np.stack([np.asarray(waveforms.iloc[index], dtype=np.float32) for index in present]))
+                for index, vector in zip(present, pooled.reshape(len(pooled), -1)):
+                    rows[index]["embedding"] = vector
+            yield pd.DataFrame(rows, columns=["embedding", "error"])
+
+    return embeddings
