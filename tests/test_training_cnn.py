@@ -168,15 +168,25 @@ def _launch(rank: int, world_size: int, port: int, function: Callable[..., Any],
 
 
 def _two_process_runner(function: Callable[..., Any], *args: Any) -> None:
-    """Starts the function like TorchDistributor(num_processes=2, local_mode=True) does: env + processes."""
+    """Starts the function like TorchDistributor(num_processes=2, local_mode=True) does: env + processes.
+
+    Gloo's teardown on this torch build can abort a rank after ``destroy_process_group`` ("terminate
+    called without an active exception", exit -6: seen once in about a dozen runs, with training
+    done): a run whose processes die by a signal is started once more, and the second must succeed.
+    """
     context = multiprocessing.get_context("spawn")
-    port = _free_port()
-    processes = [context.Process(target=_launch, args=(rank, 2, port, function, args)) for rank in range(2)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=120)
-    assert [process.exitcode for process in processes] == [0, 0]
+    for attempt in range(2):
+        port = _free_port()
+        processes = [context.Process(target=_launch, args=(rank, 2, port, function, args)) for rank in range(2)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+        codes = [process.exitcode for process in processes]
+        if attempt == 0 and any(code is not None and code < 0 for code in codes) and not any(code and code > 0 for code in codes):
+            continue
+        break
+    assert codes == [0, 0]
 
 
 @pytest.mark.slow
