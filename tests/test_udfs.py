@@ -192,3 +192,12 @@ def test_feature_config_from_the_jobs_toml() -> None:
 
     config = FeatureConfig.from_toml(CONF_DIR / "features.toml", ["mel.n_mels=32"])
     assert config == FeatureConfig.from_dict({"mel": {"n_mels": 32}})
+
+
+def test_arrow_batches_are_worked_on_in_bounded_slices() -> None:
+    from ser_udfs.spark.udfs import CHUNK_ROWS, _chunks
+
+    batches = [pd.Series(range(70)), pd.Series(range(5)), pd.DataFrame({"a": range(33)})]
+    slices = list(_chunks(iter(batches)))
+    assert [len(part) for part in slices] == [32, 32, 6, 5, 32, 1] and max(map(len, slices)) == CHUNK_ROWS
+    assert pd.concat(slices[:3]).tolist() == list(range(70))

@@ -58,6 +58,18 @@ class ClipModel(Protocol):
         ...
 
 
+#: Rows a UDF works on at once, whatever the Arrow batch it is given: bounded memory per worker.
+CHUNK_ROWS = 32
+
+
+def _chunks(batches: Iterator[Any]) -> Iterator[Any]:
+    """Each Arrow batch (a Series, or a DataFrame for a struct column) in slices of at most
+    :data:`CHUNK_ROWS` rows; an iterator UDF may yield its output in smaller batches than its input."""
+    for batch in batches:
+        for start in range(0, len(batch), CHUNK_ROWS):
+            yield batch.iloc[start : start + CHUNK_ROWS]
+
+
 def _check_source(source: str, allowed: tuple[str, ...] = ("bytes", "waveform")) -> None:
     if source not in allowed:
         raise UserError(f"source={source!r}: this UDF takes {' or '.join(map(repr, allowed))} (file contents, "
@@ -151,7 +163,7 @@ def waveform_udf(config: FeatureConfig) -> Any:
 
     @pandas_udf(WAVEFORM_DDL)  # type: ignore[call-overload]
     def waveform(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        for contents in batches:
+        for contents in _chunks(batches):
             rows = []
             for info, clip, error in _clips(contents, config, keep_waveform=True):
                 rows.append({
@@ -175,7 +187,7 @@ def features_udf(config: FeatureConfig, *, source: str = "bytes") -> Any:
 
     @pandas_udf(FEATURES_DDL)  # type: ignore[call-overload]
     def features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        for contents in batches:
+        for contents in _chunks(batches):
             rows = []
             for _, clip, error in _clips(contents, config, keep_waveform=False, source=source):
                 row: dict[str, Any] = dict.fromkeys(columns)
@@ -214,7 +226,7 @@ def clip_emotion_udf(make_model: Callable[[], ClipModel], *, model_id: str, feat
 
     def emotions(batches: Iterator[Any]) -> Iterator[pd.DataFrame]:
         model = cached_model(model_id, make_model)
-        for values in batches:
+        for values in _chunks(batches):
             results = list(_feature_clips(values, feature_config) if source == "features" else
                            _clips(values, feature_config, keep_waveform=True, source=source))
             good = [index for index, (_, clip, _) in enumerate(results) if clip is not None]
@@ -261,7 +273,7 @@ def embeddings_udf(config: EmbeddingConfig, *, sample_rate_hz: int = 16000) -> A
     @pandas_udf(EMBEDDING_DDL)  # type: ignore[call-overload]
     def embeddings(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         embed_fn = cached_model(model_id, make_embed_fn)
-        for waveforms in batches:
+        for waveforms in _chunks(batches):
             rows: list[dict[str, Any]] = [{"embedding": None, "error": None} for _ in range(len(waveforms))]
             lengths = [None if value is None else len(value) for value in waveforms]
             length = next((value for value in lengths if value is not None), None)
