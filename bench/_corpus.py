@@ -39,6 +39,12 @@ class BenchmarkCorpus:
     distinct_files: int
 
 
+def read_mono(path: Path) -> tuple[np.ndarray, int]:
+    """A clip as float32 mono ``[n]`` (channels averaged) and its sample rate."""
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    return audio.mean(axis=1), rate
+
+
 def source_files(source: Path) -> list[Path]:
     """Audio files under ``source`` (recursively), sorted."""
     files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)

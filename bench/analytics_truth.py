@@ -40,12 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._conversation import NOISE_DBFS, PEAK_DBFS, CallTruth, lay_out, mix_call, trim_speech, write_variant  # noqa: E402
-from bench._corpus import DEFAULT_SOURCE  # noqa: E402
+from bench._corpus import DEFAULT_SOURCE, read_mono  # noqa: E402
 from ser_udfs.calls.analytics import covered_samples, interruption_turns, overlap_spans, reply_gaps  # noqa: E402
 from ser_udfs.calls.config import CallScoringConfig  # noqa: E402
 from ser_udfs.calls.stream import speech_turns  # noqa: E402
@@ -136,11 +135,6 @@ def ravdess_files(data: Path) -> dict[str, list[Path]]:
         if files:
             actors[folder.name] = files
     return actors
-
-
-def read_mono(path: Path) -> tuple[np.ndarray, int]:
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    return audio.mean(axis=1), rate
 
 
 def ravdess_utterances(actors: dict[str, list[Path]], index: int, per_channel: int, seed: int, peak_dbfs: float | None,

@@ -65,12 +65,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._corpus import DEFAULT_SOURCE  # noqa: E402
+from bench._corpus import DEFAULT_SOURCE, read_mono  # noqa: E402
 from ser_udfs.audio.preprocess import preprocess, resample  # noqa: E402
 from ser_udfs.calls.config import CallScoringConfig  # noqa: E402
 from ser_udfs.calls.stream import ChannelScores, score_call, window_batch  # noqa: E402
@@ -201,11 +200,6 @@ def call_pairs(actors: Sequence[int]) -> list[tuple[int, int]]:
     return [(actors[index], actors[(index + 1) % len(actors)]) for index in range(len(actors))]
 
 
-def _read_mono(path: Path) -> tuple[np.ndarray, int]:
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    return audio.mean(axis=1), rate
-
-
 def assemble_call(
     channels: tuple[Sequence[Clip], Sequence[Clip]], path: Path, *, gap_s: tuple[float, float], sample_rate: int,
     encoding: str, rng: np.random.Generator,
@@ -232,7 +226,7 @@ def assemble_call(
     turns = []  # (channel, clip), alternating while both have clips left
     for position in range(max(map(len, orders))):
         turns += [(number, order[position]) for number, order in enumerate(orders) if position < len(order)]
-    audio = [_read_mono(clip.path) for _, clip in turns]
+    audio = [read_mono(clip.path) for _, clip in turns]
     if not audio:
         raise SystemExit(f"no clips for the call {path}")
     source_rate = audio[0][1]
@@ -264,7 +258,7 @@ def clip_outputs(call_model: CallModel, paths: Sequence[Path], *, telephone_rate
     config = call_model.feature_config
     clips = []
     for path in paths:
-        mono, rate = _read_mono(path)
+        mono, rate = read_mono(path)
         if telephone_rate:
             mono, rate = telephone(mono, rate, telephone_rate), telephone_rate
         clips.append(preprocess(mono[None, :], rate, config.audio))

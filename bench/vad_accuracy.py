@@ -43,9 +43,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._conversation import CallTruth, lay_out, mix_call, write_variant  # noqa: E402
-from bench._corpus import DEFAULT_SOURCE  # noqa: E402
+from bench._corpus import DEFAULT_SOURCE, read_mono  # noqa: E402
 from bench.analytics_truth import (  # noqa: E402
-    SCORE_CONFIG, SYNTHETIC_RATE, ravdess_files, ravdess_utterances, read_mono, synthetic_utterances,
+    SCORE_CONFIG, SYNTHETIC_RATE, ravdess_files, ravdess_utterances, synthetic_utterances,
 )
 from ser_udfs.calls.stream import speech_turns  # noqa: E402
 from ser_udfs.features.config import AudioConfig  # noqa: E402
