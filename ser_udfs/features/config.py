@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -124,7 +124,8 @@ class FeatureConfig:
         file such as ``conf/features.toml`` (its other sections, the job's own, are left out), with
         ``section.key=value`` overrides as ``--set`` takes them."""
         data = apply_overrides(load_toml(path), overrides)
-        return from_dict(cls, {name: data[name] for name in ("audio", "mel", "mfcc", "zcr", "stats") if name in data})
+        sections = {section.name for section in fields(cls)}
+        return from_dict(cls, {name: values for name, values in data.items() if name in sections})
 
     def version(self) -> str:
         """First 12 hex characters of the SHA-1 of the canonical JSON of this config."""
