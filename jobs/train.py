@@ -14,7 +14,8 @@ Transformer models (docs/TRANSFORMERS.md) read the ``waveform`` column (extract 
 
 The default split is speaker-independent (``--split random`` only when asked for, and every
 report says which). ``--folds K`` cross-validates grouped by speaker and reports mean ± std;
-``--folds 1`` holds out ``split.test_fraction`` of the speakers. The bundle (``--output``, a
+``--folds 1`` holds out ``split.test_fraction`` of the speakers; ``--set
+split.assignment=ravdess_emobox`` takes predefined folds from a file (``conf/splits/``). The bundle (``--output``, a
 local folder) holds the weights (safetensors/JSON), ``config.json``, ``metrics.json`` and plots.
 """
 

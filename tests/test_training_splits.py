@@ -110,3 +110,61 @@ def test_split_description_names_the_split() -> None:
     assert SplitConfig().describe().startswith("speaker-independent")
     assert "6-fold" in SplitConfig().describe()
     assert "random" in SplitConfig(method="random", folds=1).describe()
+
+
+def _actors_frame(corpora: dict[str, int]) -> pd.DataFrame:
+    """Two clips per label for each speaker ``01``..``N`` of each corpus."""
+    rows = [
+        {"path": f"/{corpus}/{actor:02d}/{label}{take}.wav", "corpus": corpus, "speaker": f"{actor:02d}", "label": label}
+        for corpus, n_actors in corpora.items() for actor in range(1, n_actors + 1)
+        for label in LABELS for take in range(2)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_shipped_emobox_folds_test_exactly_the_published_actors() -> None:
+    frame = _actors_frame({"ravdess": 24})
+    config = SplitConfig(assignment="ravdess_emobox")
+    splits = make_splits(frame, config, seed=0)
+    published = [{1, 11, 20, 21}, {4, 10, 12, 14}, {8, 9, 19, 23}, {3, 5, 7, 24}, {2, 15, 16, 18}, {6, 13, 17, 22}]
+    assert config.folds == 6 and "ravdess_emobox.toml" in config.describe()
+    assert [{int(key.split("/")[1]) for key in split.summary(frame)["test_speakers"]} for split in splits] == published
+    assert sorted(np.concatenate([split.test_index for split in splits]).tolist()) == list(range(len(frame)))
+    for split in splits:
+        _assert_sides_disjoint(frame, split.train_index, split.test_index)
+    # The seed draws nothing: the same folds whatever it is.
+    assert [s.test_index.tolist() for s in make_splits(frame, config, seed=7)] == [s.test_index.tolist() for s in splits]
+
+
+def test_speakers_the_assignment_does_not_name_are_trained_on_in_every_fold(tmp_path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('[[fold]]\nravdess = ["01"]\n[[fold]]\nravdess = ["02"]\nbanglaser = ["02"]\n')
+    frame = _actors_frame({"ravdess": 3, "banglaser": 2})
+    splits = make_splits(frame, SplitConfig(assignment=str(path), folds=2), seed=0)
+    assert [split.summary(frame)["test_speakers"] for split in splits] == [["ravdess/01"], ["banglaser/02", "ravdess/02"]]
+    keys = speaker_keys(frame)
+    for split in splits:
+        assert {"ravdess/03", "banglaser/01"} <= set(keys[split.train_index])
+        _assert_sides_disjoint(frame, split.train_index, split.test_index)
+
+
+@pytest.mark.parametrize(("text", "config", "message"), [
+    ('[[fold]]\nravdess = ["01"]\n', {"folds": 3}, "has 1 folds"),
+    ('[[fold]]\nravdess = ["01"]\n', {"method": "random"}, "needs split.method"),
+    ('[[fold]]\nravdess = ["01"]\n[[fold]]\nravdess = ["01"]\n', {}, "is in folds 1 and 2"),
+    ('[[fold]]\nravdess = [1, 11]\n', {}, "list of speaker strings"),
+    ('title = "no folds"\n', {}, "no [[fold]] tables"),
+    ('[[fold]]\nravdess = []\n', {}, "names no speakers"),
+])
+def test_bad_assignment_files_say_what_to_fix(tmp_path, text: str, config: dict, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises((UserError, ValueError), match=message.replace("[", r"\[")):
+        SplitConfig(assignment=str(path), **config)
+
+
+def test_assignment_whose_fold_has_no_rows_in_the_table_is_refused(tmp_path) -> None:
+    with pytest.raises(UserError, match="none of whom is in the table"):
+        make_splits(_actors_frame({"crema-d": 4}), SplitConfig(assignment="ravdess_emobox"), seed=0)
+    with pytest.raises(UserError, match="neither a file nor one of the shipped splits"):
+        SplitConfig(assignment=str(tmp_path / "nowhere.toml"))

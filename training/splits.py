@@ -5,6 +5,11 @@ appears on both sides; groups are assigned so that label proportions stay close 
 (scikit-learn's ``StratifiedGroupKFold``). A random split groups rows by ``path`` instead, so
 augmented copies of a clip (same ``path``) still go where the clip goes; it is used only when
 asked for, and every report names the split.
+
+A split can also be given by a file (``split.assignment``): each fold names its test speakers per
+corpus, e.g. ``conf/splits/ravdess_emobox.toml`` holds EmoBox's six RAVDESS folds, so figures
+can be set beside a published table. Speakers the file does not name are trained on in every fold
+and never tested (a corpus added for training only).
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from ser_udfs.defaults import conf_dir
 from ser_udfs.errors import UserError
+from ser_udfs.settings import load_toml
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +42,38 @@ class SplitConfig:
         Number of cross-validation folds; ``1`` means one holdout split of ``test_fraction``.
     test_fraction
         Share of groups held out for testing when ``folds = 1``.
+    assignment
+        A TOML file of predefined folds (see :func:`load_assignment`), or the name of one in
+        ``conf/splits/`` (``ravdess_emobox``); it sets ``folds`` to its number of folds (a
+        different ``folds`` given with it is refused). ``""``: folds drawn by ``StratifiedGroupKFold``.
     """
 
     method: Literal["speaker", "random"] = "speaker"
     folds: int = 6
     test_fraction: float = 0.2
+    assignment: str = ""
 
     def __post_init__(self) -> None:
         if self.folds < 1:
             raise ValueError("split.folds must be at least 1 (1 = one holdout split)")
         if not 0 < self.test_fraction < 1:
             raise ValueError("split.test_fraction must lie in (0, 1)")
+        if self.assignment:
+            if self.method != "speaker":
+                raise ValueError("split.assignment names test speakers, so it needs split.method = \"speaker\"")
+            n_folds = len(load_assignment(self.assignment))
+            if self.folds not in (n_folds, SplitConfig.__dataclass_fields__["folds"].default):
+                raise ValueError(
+                    f"split.folds = {self.folds}, but {self.assignment} has {n_folds} folds: leave split.folds out "
+                    "(the file sets the folds)"
+                )
+            object.__setattr__(self, "folds", n_folds)
 
     def describe(self) -> str:
         """One line for reports, e.g. ``speaker-independent 6-fold cross-validation``."""
+        if self.assignment:
+            return (f"speaker-independent (grouped by corpus/speaker), the predefined folds of "
+                    f"{assignment_path(self.assignment).name}")
         grouping = (
             "speaker-independent (grouped by corpus/speaker)"
             if self.method == "speaker"
@@ -130,8 +156,12 @@ def make_splits(frame: pd.DataFrame, config: SplitConfig, *, seed: int) -> list[
     Returns
     -------
     list of Split
-        ``config.folds`` splits whose test sides partition the rows, or one holdout split.
+        ``config.folds`` splits whose test sides partition the rows, or one holdout split; with
+        ``config.assignment``, the file's folds, whose test sides partition the rows of the
+        speakers it names.
     """
+    if config.assignment:
+        return assigned_splits(frame, config)
     if config.folds == 1:
         return [holdout_split(frame, config.method, test_fraction=config.test_fraction, seed=seed)]
     groups = group_keys(frame, config.method)
@@ -195,3 +225,100 @@ def _grouped_folds(
         # scikit-learn warns per row count; the warning above counts groups, which is what matters.
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         return [test for _, test in splitter.split(np.zeros(len(labels)), strata, groups)]
+
+
+def assignment_path(spec: str) -> Path:
+    """The file of ``split.assignment``: a path, or a name in ``conf/splits/`` (``ravdess_emobox``).
+
+    Raises
+    ------
+    UserError
+        When neither exists.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = conf_dir() / "splits"
+    for candidate in (shipped / path.name, shipped / f"{path.name}.toml"):
+        if candidate.is_file():
+            return candidate
+    names = sorted(p.stem for p in shipped.glob("*.toml"))
+    raise UserError(
+        f"split.assignment {spec!r} is neither a file nor one of the shipped splits {names}: give the path "
+        "of a TOML file of [[fold]] tables (see conf/splits/ravdess_emobox.toml)"
+    )
+
+
+def load_assignment(spec: str) -> list[set[str]]:
+    """The test speakers of each fold of an assignment file, as ``corpus/speaker`` keys.
+
+    The file holds one ``[[fold]]`` table per fold mapping a corpus to its test speakers::
+
+        [[fold]]
+        ravdess = ["01", "11", "20", "21"]
+
+    Speakers are strings as the features table spells them (RAVDESS actors ``"01"``–``"24"``).
+
+    Raises
+    ------
+    UserError
+        When the file has no folds, a fold names no speaker, or a speaker is in two folds.
+    """
+    path = assignment_path(spec)
+    folds = load_toml(path).get("fold")
+    if not isinstance(folds, list) or not folds:
+        raise UserError(f"{path} has no [[fold]] tables: give one per fold, e.g. [[fold]] ravdess = [\"01\", \"11\"]")
+    keys: list[set[str]] = []
+    seen: dict[str, int] = {}
+    for number, fold in enumerate(folds, start=1):
+        fold_keys = set()
+        for corpus, speakers in fold.items():
+            if not isinstance(speakers, list) or not all(isinstance(s, str) for s in speakers):
+                raise UserError(
+                    f"{path}, fold {number}: {corpus} must be a list of speaker strings as the table spells "
+                    f"them (e.g. [\"01\", \"11\"]), not {speakers!r}"
+                )
+            for speaker in speakers:
+                key = f"{corpus}/{speaker}"
+                if key in seen:
+                    raise UserError(f"{path}: speaker {key} is in folds {seen[key]} and {number}; give each speaker one fold")
+                seen[key] = number
+                fold_keys.add(key)
+        if not fold_keys:
+            raise UserError(f"{path}, fold {number} names no speakers: give each fold its test speakers")
+        keys.append(fold_keys)
+    return keys
+
+
+def assigned_splits(frame: pd.DataFrame, config: SplitConfig) -> list[Split]:
+    """The folds of ``config.assignment`` over ``frame``'s rows.
+
+    Raises
+    ------
+    UserError
+        When a fold's test speakers have no rows in ``frame``.
+    """
+    folds = load_assignment(config.assignment)
+    keys = speaker_keys(frame)
+    present = set(keys)
+    all_rows = np.arange(len(frame))
+    splits = []
+    for number, fold_keys in enumerate(folds, start=1):
+        if not fold_keys & present:
+            raise UserError(
+                f"fold {number} of {config.assignment} tests speakers {sorted(fold_keys)}, none of whom is in the "
+                f"table (its speakers look like {sorted(present)[:3]}): extract those speakers, or use a file "
+                "that matches the table"
+            )
+        if missing := fold_keys - present:
+            logger.warning("fold %d: speakers %s of %s are not in the table", number, sorted(missing), config.assignment)
+        test = np.flatnonzero(np.isin(keys, list(fold_keys)))
+        splits.append(Split(name=f"fold {number}/{len(folds)}", train_index=np.setdiff1d(all_rows, test), test_index=test))
+    named = set().union(*folds)
+    if unnamed := sorted(present - named):
+        logger.warning(
+            "%d speakers are not named by %s (%s...): they are trained on in every fold and never tested",
+            len(unnamed), config.assignment, ", ".join(unnamed[:5]),
+        )
+    logger.info("%s: test rows per fold %s", config.describe(), [len(split.test_index) for split in splits])
+    return splits
