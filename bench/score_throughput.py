@@ -3,13 +3,17 @@
 Usage::
 
     python bench/score_throughput.py [--lengths-min 10 60 120] [--models logreg cnn]
-        [--logreg-bundle DIR] [--cnn-bundle DIR] [--hop-s 1.5] [--spark] [--work-dir /tmp/ser-score-bench]
+        [--logreg-bundle DIR] [--cnn-bundle DIR] [--runtimes onnx torch] [--repeats 1] [--hop-s 1.5]
+        [--spark] [--work-dir /tmp/ser-score-bench]
 
 For each call length, a stereo 8 kHz µ-law call of alternating agent/customer turns (about 40 %
 speech per channel) is written once to the work folder (:func:`ser_udfs.synthetic.calls.write_long_call`).
 Each measurement runs in a fresh Python process pinned to one thread, as a Spark Python worker
 runs: it loads the bundle and scores the call with :func:`ser_udfs.calls.stream.score_call` plus the
-timeline, summary and analytics, then reports wall time, its own CPU time and its peak RSS. A
+timeline, summary and analytics, then reports wall time, its own CPU time and its peak RSS. A CNN
+is measured with each of ``--runtimes`` (``worker.cnn_runtime``: ONNX Runtime, PyTorch) side by
+side, in alternating order over ``--repeats`` rounds; the one-off export of the ONNX graph, paid
+once per worker process, is done before the clock starts and printed apart. A
 ``decode + VAD`` row streams the same call through decoding, resampling and speech detection
 alone. ``--profile`` then scores the longest call once more under cProfile, per model, and prints
 the CPU time of each step (decode and resampling, speech detection, window preprocessing,
@@ -18,8 +22,9 @@ they are per core; "call" counts the call's duration once, "channel" counts each
 
 Without ``--logreg-bundle`` / ``--cnn-bundle`` the script builds bundles with the training code
 (default CNN architecture and feature config; weights untrained, which does not change the work
-done). ``--spark`` also scores the longest call with ``jobs/score_calls.py`` in ``local[1]`` and
-reports the Spark Python worker's peak RSS.
+done). ``--spark`` also scores the shortest and the longest call with ``jobs/score_calls.py`` in
+``local[1]``, reports the Spark Python worker's peak RSS, and the real-time factor of the
+difference of the two wall times (what the job costs whatever its input cancelled out).
 """
 
 from __future__ import annotations
@@ -117,6 +122,9 @@ def profile_split(stats: pstats.Stats, total_s: float) -> dict[str, float]:
 
 def child(args: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; prints one JSON line."""
+    if args.stage == "spark":
+        print(json.dumps(_spark_worker_rss(Path(args.call), Path(args.bundle), Path(args.work_dir), args.runtime)))
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -128,11 +136,19 @@ def child(args: argparse.Namespace) -> None:
 
     config = CallScoringConfig(window=WindowConfig(hop_s=args.hop_s))
     rss_before = _rss_mb()
+    export_s = 0.0
     if args.stage == "vad":
         result = _decode_and_detect(Path(args.call), config)
         rss_loaded = rss_before
     else:
-        model = load_call_model(args.bundle)
+        model = load_call_model(args.bundle, runtime=args.runtime)
+        predictor = model.bundle.cnn_predictor
+        if predictor is not None:  # the export a worker pays once, when it first scores
+            started = time.process_time()
+            predictor.prepare(rows=sum(model.bundle.model.architecture.input_rows))
+            export_s = time.process_time() - started
+            if predictor.runtime != args.runtime:
+                raise RuntimeError(f"asked for the {args.runtime} runtime, got {predictor.runtime} (see the log)")
         rss_loaded = _rss_mb()
         profile = cProfile.Profile() if args.stage == "profile" else None
         started_cpu, started_wall = time.process_time(), time.perf_counter()
@@ -155,6 +171,7 @@ def child(args: argparse.Namespace) -> None:
     if args.stage == "profile":
         result["split_s"] = profile_split(pstats.Stats(profile), result["cpu_s"])
     result.update(
+        export_s=export_s,
         rss_imports_mb=rss_before,
         rss_loaded_mb=rss_loaded,
         peak_rss_mb=_peak_rss_mb(),
@@ -188,8 +205,9 @@ def _run_child(script: Path, **options: str) -> dict[str, float]:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def _spark_worker_rss(call: Path, bundle: Path, work: Path) -> dict[str, float]:
-    """Score ``call`` with the job in local[1]; peak RSS of the Python worker and the JVM."""
+def _spark_worker_rss(call: Path, bundle: Path, work: Path, runtime: str = "onnx") -> dict[str, float]:
+    """Score ``call`` with the job in local[1] (in and out of the folder ``work``); wall time, and
+    peak RSS and CPU of the Python worker and the JVM."""
     os.environ["SER_SPARK_MASTER"] = "local[1]"
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from bench._procstat import measure
@@ -197,11 +215,12 @@ def _spark_worker_rss(call: Path, bundle: Path, work: Path) -> dict[str, float]:
     from jobs.score_calls import main
 
     inputs = work / "spark-input"
-    inputs.mkdir(exist_ok=True)
+    inputs.mkdir(parents=True, exist_ok=True)
     link = inputs / call.name
     if not link.exists():
         link.symlink_to(call)
-    arguments = ["--input", str(inputs), "--model", str(bundle), "--output", str(work / "spark-output"), "--log-level", "WARNING"]
+    arguments = ["--input", str(inputs), "--model", str(bundle), "--output", str(work / "spark-output"), "--log-level", "WARNING",
+                 "--set", f'worker.cnn_runtime="{runtime}"']
     status, wall_s, usage = measure(lambda: run(main, arguments), interval_s=0.5)
     if status != 0:
         raise RuntimeError(f"the scoring job failed with status {status}")
@@ -219,8 +238,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=["logreg", "cnn"], choices=["logreg", "cnn"])
     parser.add_argument("--logreg-bundle")
     parser.add_argument("--cnn-bundle")
+    parser.add_argument("--runtimes", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"],
+                        help="what runs a CNN (worker.cnn_runtime), each measured")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of every measurement, in alternating order")
     parser.add_argument("--hop-s", type=float, default=1.5)
-    parser.add_argument("--spark", action="store_true", help="also run the job on the longest call (local[1])")
+    parser.add_argument("--spark", action="store_true",
+                        help="also run the job (local[1]) on the shortest and the longest call")
     parser.add_argument("--profile", action="store_true",
                         help="also profile each model on the longest call and print where the time goes")
     parser.add_argument("--work-dir", default="/tmp/ser-score-bench")
@@ -228,6 +251,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stage", default="score", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", help=argparse.SUPPRESS)
     parser.add_argument("--call", help=argparse.SUPPRESS)
+    parser.add_argument("--runtime", default="onnx", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -242,28 +266,49 @@ def measure_calls(args: argparse.Namespace, bundles: dict[str, str], work: Path)
         if not call.exists():
             log.info("writing %s", call)
             write_long_call(call, minutes * 60.0, channels=2, sample_rate=8000, encoding="ulaw", seed=1)
-        for name in ["decode + VAD", *args.models]:
-            log.info("%s on the %g min call", name, minutes)
-            if name == "decode + VAD":
-                result = _run_child(script, stage="vad", call=call, hop_s=args.hop_s)
-            else:
-                result = _run_child(script, bundle=bundles[name], call=call, hop_s=args.hop_s)
-            rows.append({"what": name, "minutes": minutes, **result})
+        stages = [("decode + VAD", "")] + [
+            (name, runtime) for name in args.models for runtime in (args.runtimes if name == "cnn" else ["torch"])
+        ]
+        for repeat in range(args.repeats):
+            for name, runtime in stages if repeat % 2 == 0 else stages[:1] + stages[:0:-1]:
+                what = f"{name} ({runtime})" if name == "cnn" else name
+                log.info("%s on the %g min call, round %d", what, minutes, repeat + 1)
+                if name == "decode + VAD":
+                    result = _run_child(script, stage="vad", call=call, hop_s=args.hop_s)
+                else:
+                    result = _run_child(script, bundle=bundles[name], call=call, hop_s=args.hop_s, runtime=runtime)
+                rows.append({"what": what, "minutes": minutes, "round": repeat + 1, **result})
     return rows
 
 
 def print_rows(rows: list[dict[str, float]], hop_s: float) -> None:
     print()
     print(f"Scoring throughput, one thread per process, hop {hop_s} s, stereo 8 kHz µ-law calls")
-    print("| what | call | speech (both ch.) | windows | wall s | CPU s | RTF call/CPU-s | RTF channel/CPU-s | peak RSS MB | RSS after model load MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| what | call | round | speech (both ch.) | windows | wall s | CPU s | RTF call/CPU-s | RTF channel/CPU-s "
+          "| peak RSS MB | RSS after model load MB | one-off export s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         call_rtf = row["duration_s"] / row["cpu_s"]
         print(
-            f"| {row['what']} | {row['minutes']:g} min | {row['speech_s'] / 60:.1f} min | {row['windows']} "
-            f"| {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {call_rtf:.0f}× | {call_rtf * row['channels']:.0f}× "
-            f"| {row['peak_rss_mb']:.0f} | {row['rss_loaded_mb']:.0f} |"
+            f"| {row['what']} | {row['minutes']:g} min | {row['round']} | {row['speech_s'] / 60:.1f} min | {row['windows']} "
+            f"| {row['wall_s']:.1f} | {row['cpu_s']:.2f} | {call_rtf:.0f}× | {call_rtf * row['channels']:.0f}× "
+            f"| {row['peak_rss_mb']:.0f} | {row['rss_loaded_mb']:.0f} | {row['export_s']:.2f} |"
         )
+    print_runtime_ratios(rows)
+
+
+def print_runtime_ratios(rows: list[dict[str, float]]) -> None:
+    """CPU time of the CNN under PyTorch over ONNX Runtime, round by round, when both were measured."""
+    cpu = {(row["what"], row["minutes"], row["round"]): row["cpu_s"] for row in rows}
+    pairs = sorted({(minutes, rnd) for what, minutes, rnd in cpu if what == "cnn (onnx)"
+                    and ("cnn (torch)", minutes, rnd) in cpu})
+    if not pairs:
+        return
+    print("\nThe CNN's call, PyTorch CPU s over ONNX Runtime CPU s, per round (higher: ONNX Runtime faster)")
+    for minutes in sorted({minutes for minutes, _ in pairs}):
+        ratios = [cpu[("cnn (torch)", minutes, rnd)] / cpu[("cnn (onnx)", minutes, rnd)] for m, rnd in pairs if m == minutes]
+        print(f"- {minutes:g} min: " + ", ".join(f"{ratio:.2f}×" for ratio in ratios)
+              + f" (median {float(np.median(ratios)):.2f}×, {len(ratios)} rounds)")
 
 
 def print_split(name: str, minutes: float, result: dict) -> None:
@@ -274,6 +319,33 @@ def print_split(name: str, minutes: float, result: dict) -> None:
     print("|---|---|---|")
     for step, seconds in result["split_s"].items():
         print(f"| {step} | {seconds:.2f} | {seconds / total:.0%} |")
+
+
+def print_spark_runs(args: argparse.Namespace, bundles: dict[str, str], work: Path) -> None:
+    """The job in ``local[1]`` on the shortest and the longest call, per model, each in a fresh
+    process as ``spark-submit`` runs it: worker RSS, and the real-time factor of the difference,
+    which cancels what a job costs whatever its input (the JVM, the session, the workers' imports,
+    model load and export)."""
+    lengths = sorted({min(args.lengths_min), max(args.lengths_min)})
+    for name, runtime in [(name, runtime) for name in args.models for runtime in (args.runtimes if name == "cnn" else ["torch"])]:
+        runs = {}
+        what = f"{name} ({runtime})" if name == "cnn" else name
+        for minutes in lengths:
+            call = work / f"call-{minutes:g}min-stereo-8k-ulaw.wav"
+            log.info("the scoring job with %s on the %g min call, local[1]", what, minutes)
+            runs[minutes] = spark = _run_child(Path(__file__).resolve(), stage="spark", bundle=bundles[name], call=call,
+                                               runtime=runtime, work_dir=work / f"spark-{minutes:g}")
+            print(
+                f"\nSpark job, local[1], {what}, {minutes:g} min stereo call: wall {spark['wall_s']:.1f} s, "
+                f"Python worker CPU {spark['python_worker_cpu_s']:.1f} s, "
+                f"Python worker peak RSS {spark['python_worker_peak_rss_mb']:.0f} MB, JVM peak RSS {spark['jvm_peak_rss_mb']:.0f} MB"
+            )
+        if len(lengths) == 2:
+            short, long = lengths
+            extra_s = runs[long]["wall_s"] - runs[short]["wall_s"]
+            call_rtf = (long - short) * 60.0 / extra_s
+            print(f"Spark job, {what}, start-up cancelled out ({long:g} min against {short:g} min, wall): "
+                  f"{call_rtf:.0f}× real time per stereo call, {2 * call_rtf:.0f}× per scored channel")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,20 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         longest = max(args.lengths_min)
         call = work / f"call-{longest:g}min-stereo-8k-ulaw.wav"
         for name in args.models:
+            runtime = args.runtimes[0] if name == "cnn" else "torch"
             result = _run_child(Path(__file__).resolve(), stage="profile", bundle=bundles[name], call=call,
-                                hop_s=args.hop_s)
-            print_split(name, longest, result)
+                                hop_s=args.hop_s, runtime=runtime)
+            print_split(f"{name} ({runtime})" if name == "cnn" else name, longest, result)
     if args.spark:
-        longest = max(args.lengths_min)
-        call = work / f"call-{longest:g}min-stereo-8k-ulaw.wav"
-        for name in args.models:
-            log.info("the scoring job with %s on the %g min call, local[1]", name, longest)
-            spark = _spark_worker_rss(call, Path(bundles[name]), work)
-            print(
-                f"\nSpark job, local[1], {name}, {longest:g} min stereo call: wall {spark['wall_s']:.1f} s, "
-                f"Python worker CPU {spark['python_worker_cpu_s']:.1f} s, "
-                f"Python worker peak RSS {spark['python_worker_peak_rss_mb']:.0f} MB, JVM peak RSS {spark['jvm_peak_rss_mb']:.0f} MB"
-            )
+        print_spark_runs(args, bundles, work)
     return 0
 
 

@@ -124,9 +124,11 @@ def _score_into(
     factory = ScoringModelFactory(
         files=spark.sparkContext.broadcast(bundle.files), source=str(bundle.path),
         torch_threads=config.worker.torch_threads,
+        cnn_runtime=config.worker.cnn_runtime,
     )
     score = make_score_fn(
         model_id=model_id(bundle),
+        cache_key=f"{model_id(bundle)} {factory.cnn_runtime} {factory.torch_threads} threads",
         make_predictor=factory,
         config=config,
         channels=config.channel_choice,

@@ -91,3 +91,15 @@ def test_speaker_norm_bench_standardises_each_speakers_log_mel_rows_over_its_own
         frames = originals.transpose(0, 2, 1).reshape(-1, 4)
         np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=1e-5)
         np.testing.assert_allclose(frames.std(axis=0), 1.0, atol=1e-4)
+
+
+def test_scoring_benchmark_measures_both_cnn_runtimes_side_by_side(tmp_path: Path, capsys) -> None:
+    from bench import score_throughput
+
+    argv = ["--lengths-min", "0.3", "--models", "cnn", "--repeats", "2", "--work-dir", str(tmp_path)]
+    assert score_throughput.main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| cnn (")]
+    assert [row.split(" | ")[0] for row in rows] == ["| cnn (onnx)", "| cnn (torch)", "| cnn (torch)", "| cnn (onnx)"]
+    assert all(float(row.split(" | ")[-1].rstrip(" |")) > 0 for row in rows if "onnx" in row)  # the export, apart
+    assert "- 0.3 min: " in printed and "2 rounds" in printed

@@ -265,16 +265,16 @@ def test_bytes_read_by_spark_score_like_the_file(bundle_dir: Path, calls_dir: Pa
     assert opened == str(calls_dir / "stereo.wav")  # local files are opened by path in any mode
 
 
-@pytest.mark.parametrize("members", [1, 2])
-def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_path: Path, members: int) -> None:
+def _tiny_cnn_bundle(folder: Path, members: int) -> tuple[Path, dict[str, np.ndarray]]:
+    """A CNN bundle (``members`` networks) with trained-looking batch norms, and a batch whose
+    probabilities differ from row to row."""
     import torch
 
     from training.bundle.load import save_bundle
-    from training.models.cnn import CnnArchitecture, CnnConfig, CnnEnsemble, build_model, networks
+    from training.models.cnn import CnnArchitecture, CnnConfig, CnnEnsemble, build_model
     from training.taxonomy import Taxonomy
 
     from ser_udfs.features.config import FeatureConfig
-    from training.inference import load_scoring_model
 
     features = np.random.default_rng(0).normal(-40, 10, size=(3, 128, 94)).astype(np.float32)
     features[1, :, 30:60] += 30  # a loud stretch
@@ -289,11 +289,22 @@ def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_
                                   (norm.bias, -1, 1)):
             tensor.data.copy_(low + (high - low) * torch.rand(tensor.shape, generator=generator))
     path = save_bundle(
-        tmp_path / "tiny-cnn", model=model, taxonomy=Taxonomy("test", CALL_LABELS), labels=CALL_LABELS,
+        folder / "tiny-cnn", model=model, taxonomy=Taxonomy("test", CALL_LABELS), labels=CALL_LABELS,
         feature_config=FeatureConfig(), training={}, metrics={},
     )
-    batch = {"log_mel": features}
-    scoring = load_scoring_model(path)
+    return path, {"log_mel": features}
+
+
+@pytest.mark.parametrize(("members", "runtime"), [(1, "torch"), (2, "torch"), (1, "onnx"), (2, "onnx")])
+def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_path: Path, members: int,
+                                                                            runtime: str) -> None:
+    import torch
+
+    from training.models.cnn import networks
+    from training.inference import load_scoring_model
+
+    path, batch = _tiny_cnn_bundle(tmp_path, members)
+    scoring = load_scoring_model(path, runtime=runtime)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scoring.model.modules())
     assert len(networks(scoring.model)) == members
     for network in networks(scoring.model):
@@ -301,6 +312,35 @@ def test_a_cnn_bundle_scores_folded_and_channels_last_with_the_same_numbers(tmp_
     reference = load_bundle(path).predict_proba(batch)
     assert np.ptp(reference[:, 0]) > 1e-3  # the check below compares outputs that differ
     np.testing.assert_allclose(scoring.predict_proba(batch), reference, atol=1e-5)
-    in_worker = ScoringModelFactory(files=_Broadcast(scoring.files), source=str(path), torch_threads=0)().bundle
+    assert scoring.cnn_predictor.runtime == runtime  # the exported graph passed its check and is what ran
+    np.testing.assert_allclose(scoring.predict_proba({"log_mel": batch["log_mel"][:, :, :41]}),
+                               load_bundle(path).predict_proba({"log_mel": batch["log_mel"][:, :, :41]}), atol=1e-5)
+    in_worker = ScoringModelFactory(files=_Broadcast(scoring.files), source=str(path), torch_threads=0,
+                                    cnn_runtime=runtime)().bundle
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in in_worker.model.modules())
-    np.testing.assert_array_equal(in_worker.predict_proba(batch), scoring.predict_proba(batch))
+    np.testing.assert_allclose(in_worker.predict_proba(batch), scoring.predict_proba(batch), atol=1e-6)
+    assert in_worker.cnn_predictor.runtime == runtime
+
+
+@pytest.mark.parametrize("fault", ["export fails", "graph differs"])
+def test_an_onnx_graph_that_fails_or_differs_is_not_used(tmp_path: Path, monkeypatch, caplog, fault: str) -> None:
+    import torch
+
+    from training.inference import load_scoring_model
+    from training.models import cnn_onnx
+
+    path, batch = _tiny_cnn_bundle(tmp_path, 1)
+    if fault == "export fails":
+        monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("unsupported op")))
+    else:
+        original = cnn_onnx.CnnPredictor._graph
+        # a graph of another network: the probe check must catch it
+        other = load_scoring_model(_tiny_cnn_bundle(tmp_path / "other", 2)[0], runtime="torch").model
+        monkeypatch.setattr(cnn_onnx.CnnPredictor, "_graph",
+                            lambda self, probe: original(cnn_onnx.CnnPredictor(other), probe))
+    scoring = load_scoring_model(path, runtime="onnx")
+    with caplog.at_level("WARNING", logger="training.models.cnn_onnx"):
+        probabilities = scoring.predict_proba(batch)
+    assert scoring.cnn_predictor.runtime == "torch"
+    assert ("could not be exported" if fault == "export fails" else "differs from PyTorch") in caplog.text
+    np.testing.assert_allclose(probabilities, load_bundle(path).predict_proba(batch), atol=1e-5)

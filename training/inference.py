@@ -24,6 +24,7 @@ from training.bundle.format import CONFIG_FILE
 from training.bundle.load import Bundle, load_bundle, load_bundle_from_files
 from training.calibration import apply_temperature
 from training.models.cnn import networks
+from training.models.cnn_onnx import CnnPredictor, CnnRuntime
 from training.speaker_norm import speaker_standardise
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def fold_batch_norms(blocks: "torch.nn.Sequential") -> None:
             blocks[index + 1] = nn.Identity()
 
 
-def prepare_for_inference(bundle: Bundle) -> Bundle:
+def prepare_for_inference(bundle: Bundle, *, runtime: CnnRuntime = "onnx") -> Bundle:
     """Make a loaded bundle's CNN ready for fast inference on CPU, in place; other kinds are left as they are.
 
     * Each batch norm is folded into the convolution before it (inference only: the scale and
@@ -53,8 +54,11 @@ def prepare_for_inference(bundle: Bundle) -> Bundle:
       a tenth of the CNN's time.
     * The weights go in channels-last layout, so PyTorch uses oneDNN's fast convolutions: about
       2× faster on one core here.
+    * With ``runtime = "onnx"`` the network is exported to ONNX Runtime when it first predicts
+      (:class:`training.models.cnn_onnx.CnnPredictor`, checked against PyTorch): about 2.5×
+      faster again on one core.
 
-    Both give the same probabilities as the bundle's network to about 1e-5. An ensemble gets both
+    All give the same probabilities as the bundle's network to about 1e-5. An ensemble gets them
     in every member.
 
     Returns
@@ -67,12 +71,13 @@ def prepare_for_inference(bundle: Bundle) -> Bundle:
         for network in networks(bundle.model):
             fold_batch_norms(network.blocks)
         bundle.model.to(memory_format=torch.channels_last)
+        bundle.cnn_predictor = CnnPredictor(bundle.model, runtime)
     return bundle
 
 
-def load_scoring_model(bundle_dir: str | Path) -> Bundle:
+def load_scoring_model(bundle_dir: str | Path, *, runtime: CnnRuntime = "onnx") -> Bundle:
     """:func:`training.bundle.load.load_bundle` (which verifies the bundle), then :func:`prepare_for_inference`."""
-    return prepare_for_inference(load_bundle(bundle_dir))
+    return prepare_for_inference(load_bundle(bundle_dir), runtime=runtime)
 
 
 def model_id(bundle: Bundle) -> str:
@@ -96,12 +101,15 @@ class ScoringModelFactory:
     source
         The bundle's path, for messages and :attr:`~training.bundle.load.Bundle.path`.
     torch_threads
-        Threads torch gets in the worker process before the model is built (0: leave as is).
+        Threads torch (and ONNX Runtime) get in the worker process before the model is built (0: leave as is).
+    cnn_runtime
+        What runs a CNN: ``onnx`` (ONNX Runtime, exported and checked at first use) or ``torch``.
     """
 
     files: Any
     source: str
     torch_threads: int = 1
+    cnn_runtime: CnnRuntime = "onnx"
 
     def __call__(self) -> "CallModel":
         """The bundle, rebuilt from the files, made ready by :func:`prepare_for_inference`, as a :class:`CallModel`."""
@@ -109,7 +117,8 @@ class ScoringModelFactory:
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        return CallModel(prepare_for_inference(load_bundle_from_files(self.files.value, source=self.source)))
+        bundle = load_bundle_from_files(self.files.value, source=self.source)
+        return CallModel(prepare_for_inference(bundle, runtime=self.cnn_runtime))
 
 
 class CallModel:
@@ -176,6 +185,6 @@ class CallModel:
         return cnn.astype(np.float32) if temperature is None else apply_temperature(cnn, temperature)
 
 
-def load_call_model(bundle_dir: str | Path) -> CallModel:
+def load_call_model(bundle_dir: str | Path, *, runtime: CnnRuntime = "onnx") -> CallModel:
     """:func:`load_scoring_model` as a :class:`CallModel`: what :func:`ser_udfs.calls.stream.score_call` takes."""
-    return CallModel(load_scoring_model(bundle_dir))
+    return CallModel(load_scoring_model(bundle_dir, runtime=runtime))

@@ -60,9 +60,12 @@ class OutputSection:
 
 @dataclass(frozen=True)
 class WorkerSection:
-    """``[worker]``: threads each Python worker gives torch (1: one core per task)."""
+    """``[worker]``: threads each Python worker gives torch (1: one core per task), and what runs a
+    CNN (``onnx``: ONNX Runtime, exported from the bundle's network at first use and checked against
+    PyTorch; ``torch``: PyTorch)."""
 
     torch_threads: int = 1
+    cnn_runtime: Literal["onnx", "torch"] = "onnx"
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ def make_score_fn(
     rows_per_batch: int = 2048,
     model_loads: Any = None,
     customer_channel: int = 1,
+    cache_key: str = "",
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """Build the ``mapInArrow`` function of the scoring job.
 
@@ -154,6 +158,9 @@ def make_score_fn(
         A Spark accumulator counting predictor builds (one per Python worker), or None.
     customer_channel
         ``channels.customer``: the channel whose turns are the customer's.
+    cache_key
+        The per-worker cache's key when the predictor depends on more than the model (e.g. the
+        CNN runtime): a reused worker then builds it anew; ``""``: ``model_id``.
     """
 
     def count_load() -> None:
@@ -168,7 +175,7 @@ def make_score_fn(
         for batch in batches:
             for row in batch.to_pylist():
                 if predictor is None:
-                    predictor = cached_model(model_id, make_predictor, on_load=count_load)
+                    predictor = cached_model(cache_key or model_id, make_predictor, on_load=count_load)
                 rows.extend(_rows_for_file(
                     row["path"], row["content"], predictor, config, channels, read_mode, model_id,
                     listing_error=row.get("listing_error"), customer_channel=customer_channel,

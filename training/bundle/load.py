@@ -57,7 +57,7 @@ from training.bundle.format import (
 )
 from training.calibration import apply_temperature
 from training.models.cnn import CnnArchitecture, CnnEnsemble, CnnModel, EmotionCnn, model_input
-from training.models.cnn import predict_proba as cnn_predict_proba
+from training.models.cnn_onnx import CnnPredictor
 from training.models.embedding_head import EmbeddingClassifier
 from training.models.fusion import FusedModel
 from training.models.logreg import LogregModel
@@ -106,6 +106,9 @@ class Bundle:
         self.feature_config = FeatureConfig.from_dict(config["feature_config"])
         self.taxonomy = Taxonomy.from_dict(config["taxonomy"])
         self._files = dict(files)
+        #: What computes the CNN's probabilities (PyTorch; scoring may switch to ONNX Runtime,
+        #: :func:`training.inference.prepare_for_inference`); ``None`` for other kinds.
+        self.cnn_predictor = CnnPredictor(model, "torch") if isinstance(model, (EmotionCnn, CnnEnsemble)) else None
 
     @property
     def files(self) -> dict[str, bytes]:
@@ -199,7 +202,7 @@ class Bundle:
                 f"the model takes {cnn_inputs} with {list(self.model.architecture.input_rows)} rows, "
                 f"got {features.shape[1]} rows in total"
             )
-        return cnn_predict_proba(self.model, features)
+        return self.cnn_predictor(features)
 
     def predict(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None = None) -> list[str]:
         """The most probable label per clip, ``[n]``."""
