@@ -20,13 +20,14 @@ import pandas as pd
 from ser_udfs.encoders.inputs import check_sample_rate
 from ser_udfs.errors import UserError
 from ser_udfs.features.config import FeatureConfig
+from training.stats_inputs import stats_vector
 from training.speaker_norm import StatsNormalisation, speaker_standardise
 from training.splits import holdout_split, speaker_keys
 
 logger = logging.getLogger(__name__)
 
-# Feature columns a batch can hold; ``stats`` and ``waveform`` are plain vectors without a shape column.
-FEATURE_COLUMNS = ("log_mel", "mfcc", "zcr", "stats", "waveform")
+# Feature columns a batch can hold; ``stats``, ``egemaps`` and ``waveform`` are plain vectors without a shape column.
+FEATURE_COLUMNS = ("log_mel", "mfcc", "zcr", "stats", "egemaps", "waveform")
 #: The column (and model input) of preprocessed clips, which transformer models read.
 WAVEFORM_INPUT = "waveform"
 
@@ -132,11 +133,12 @@ def feature_batch(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, np.nda
     for name in names:
         if name not in FEATURE_COLUMNS:
             raise UserError(f"unknown feature {name!r}; features are {list(FEATURE_COLUMNS)}")
+        remedy = "extract the features with --set egemaps.enabled=true" if name == "egemaps" else "re-extract the features"
         if name not in frame.columns:
-            raise UserError(f"the features table has no {name!r} column, which the model needs")
+            raise UserError(f"the features table has no {name!r} column, which the model needs: {remedy}")
         values = frame[name].to_numpy()
         if any(value is None or (np.isscalar(value) and pd.isna(value)) for value in values):
-            raise UserError(f"some rows have no {name!r} values; re-extract the features")
+            raise UserError(f"some rows have no {name!r} values: {remedy}")
         shape = _common_shape(frame, name, values)
         flat = [np.asarray(value, dtype=np.float32) for value in values]
         expected = int(np.prod(shape))
@@ -217,10 +219,11 @@ def standardisation_groups(frame: pd.DataFrame) -> np.ndarray:
     return np.array([key + condition for key, condition in zip(keys, conditions)], dtype=object)
 
 
-def stats_inputs(frame: pd.DataFrame, normalisation: StatsNormalisation) -> np.ndarray:
-    """The ``stats`` vectors ``[n, d]`` of ``frame``'s rows, standardised per speaker for ``"speaker"``
+def stats_inputs(frame: pd.DataFrame, normalisation: StatsNormalisation, inputs: Sequence[str] = ("stats",)) -> np.ndarray:
+    """The stats model's vectors ``[n, d]`` of ``frame``'s rows (``inputs`` side by side,
+    :func:`training.stats_inputs.stats_vector`), standardised per speaker for ``"speaker"``
     (:func:`standardisation_groups`)."""
-    stats = feature_batch(frame, ["stats"])["stats"]
+    stats = stats_vector(feature_batch(frame, list(inputs)), inputs)
     return speaker_standardise(stats, standardisation_groups(frame)) if normalisation == "speaker" else stats
 
 

@@ -170,7 +170,7 @@ class CallModel:
         """float32 ``[n, k]`` calibrated probabilities, or ``[n, k + d]`` CNN probabilities and raw stats."""
         if self._fused is None:
             return self.bundle.predict_proba(batch)
-        return np.concatenate([self.bundle.cnn_probabilities(batch), batch["stats"]], axis=1).astype(np.float32)
+        return np.concatenate([self.bundle.cnn_probabilities(batch), self.bundle.stats_vector(batch)], axis=1).astype(np.float32)
 
     def channel_probabilities(self, outputs: np.ndarray, *, adapt: bool) -> np.ndarray:
         """Calibrated float32 ``[n, k]`` of one channel's window outputs ``[n, m]`` (see the class)."""

@@ -17,6 +17,7 @@ bundle); each class here supplies the pieces that differ, and nothing else:
 - ``bundle_model(model)``: what :func:`training.bundle.load.save_bundle` writes.
 - ``training_facts()``: extra entries of the bundle's ``training`` record, known after the fits.
 - ``stats_normalisation``: how the stats vectors of a logreg or fused stats model were normalised.
+- ``stats_inputs``: the feature columns side by side in those vectors (``stats``, ``egemaps``).
 
 The model code itself (configs, networks, training loops, predictors) is in
 :mod:`training.models`.
@@ -76,10 +77,12 @@ class LogregKind:
         self.config = config
         self.split_method = split_method
         self.stats_normalisation: StatsNormalisation = config.normalisation
+        self.stats_inputs: tuple[str, ...] = config.inputs
 
     def training_data(self, frame: pd.DataFrame, labels: list[str], table_config: FeatureConfig) -> TrainingData:
         """Stats vectors ``[n, d]``, standardised per speaker if ``logreg.normalisation`` says so."""
-        return TrainingData(frame, labels, stats_inputs(frame, self.config.normalisation), label_indices(frame, labels))
+        return TrainingData(frame, labels, stats_inputs(frame, self.config.normalisation, self.config.inputs),
+                            label_indices(frame, labels))
 
     def fit(self, data: TrainingData, rows: np.ndarray, *, seed: int, log_prefix: str,
             epochs: int | None) -> tuple[LogregModel, Histories, HeldOut | None]:
@@ -127,6 +130,7 @@ class CnnKind:
         self.split_method = split_method
         self.distributed_runner = distributed_runner
         self.stats_normalisation: StatsNormalisation = stats_config.normalisation
+        self.stats_inputs: tuple[str, ...] = stats_config.inputs
 
     def training_data(self, frame: pd.DataFrame, labels: list[str], table_config: FeatureConfig) -> TrainingData:
         """The stacked maps ``[n, rows, frames]`` of ``cnn.inputs`` (and the stats of a fused stats model)."""
@@ -137,7 +141,8 @@ class CnnKind:
         batch = feature_batch(frame, self.config.inputs)
         inputs = model_input(batch, self.config.inputs)
         input_rows = tuple(int(batch[name].shape[1]) for name in self.config.inputs)
-        stats = stats_inputs(frame, self.config.stats_normalisation) if self.config.stats_fusion_weight > 0 else None
+        stats = (stats_inputs(frame, self.config.stats_normalisation, self.stats_config.inputs)
+                 if self.config.stats_fusion_weight > 0 else None)
         return TrainingData(frame, labels, inputs, label_indices(frame, labels), input_rows, stats)
 
     def fit(self, data: TrainingData, rows: np.ndarray, *, seed: int, log_prefix: str,
@@ -215,6 +220,7 @@ class Wav2Vec2Kind:
     """``--model wav2vec2``: a checkpoint fine-tuned with a classification head on the ``waveform`` column."""
 
     stats_normalisation: StatsNormalisation = "global"
+    stats_inputs: tuple[str, ...] = ("stats",)
 
     def __init__(self, config: FinetuneConfig, *, split_method: str, taxonomy: Taxonomy) -> None:
         self.config = config
@@ -278,6 +284,7 @@ class EmbeddingHeadKind:
     """``--model embed-logreg|embed-mlp``: a head on pooled embeddings of a frozen encoder."""
 
     stats_normalisation: StatsNormalisation = "global"
+    stats_inputs: tuple[str, ...] = ("stats",)
 
     def __init__(self, config: EmbeddingHeadTrainConfig) -> None:
         self.config = config

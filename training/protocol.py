@@ -98,8 +98,8 @@ class TrainConfig:
     def feature_inputs(self) -> list[str]:
         """The features-table inputs the model reads (``stats``, or the CNN's maps [+ ``stats``])."""
         if self.model == "logreg":
-            return ["stats"]
-        return [*self.cnn.inputs, *(["stats"] if self.cnn.stats_fusion_weight > 0 else [])]
+            return list(self.logreg.inputs)
+        return [*self.cnn.inputs, *(self.cnn.stats_inputs if self.cnn.stats_fusion_weight > 0 else [])]
 
     def model_settings(self) -> dict[str, Any]:
         """The hyper-parameters of the chosen model kind, as a dict."""
@@ -109,8 +109,8 @@ class TrainConfig:
         """The logistic regression on stats: the logreg model, or the stats model fused with the CNN."""
         if self.model == "logreg":
             return self.logreg
-        return LogregConfig(regularisation_c=self.cnn.stats_regularisation_c, class_balanced=self.cnn.class_balanced,
-                            normalisation=self.cnn.stats_normalisation)
+        return LogregConfig(inputs=self.cnn.stats_inputs, regularisation_c=self.cnn.stats_regularisation_c,
+                            class_balanced=self.cnn.class_balanced, normalisation=self.cnn.stats_normalisation)
 
 
 #: The config of one training run: every kind's has ``model``, ``taxonomy``, ``seed``, ``split``
@@ -122,6 +122,7 @@ class ModelKind(Protocol):
     """What a model kind supplies to the protocol (the classes of :mod:`training.kinds`)."""
 
     stats_normalisation: StatsNormalisation
+    stats_inputs: tuple[str, ...]
 
     def training_data(self, frame: pd.DataFrame, labels: list[str], table_config: FeatureConfig) -> TrainingData:
         """The mapped rows with the kind's inputs."""
@@ -224,7 +225,8 @@ def train_from_frame(
     }
     save_bundle(
         output, model=kind.bundle_model(final_model), taxonomy=taxonomy, labels=data.labels, feature_config=table_config,
-        training=training, metrics=metrics, stats_normalisation=kind.stats_normalisation, calibration=calibration,
+        training=training, metrics=metrics, stats_normalisation=kind.stats_normalisation, stats_inputs=kind.stats_inputs,
+        calibration=calibration,
     )
     logger.info("%s on %s, %s: %s", config.model, taxonomy.name, config.split.describe(), format_headline(metrics["summary"]))
     return {

@@ -228,7 +228,8 @@ def compute_features_batch(clips: np.ndarray, sample_rate: int, config: FeatureC
     Returns
     -------
     ``{"log_mel": [batch, n_mels, frames], "mfcc": [batch, c, frames],
-    "zcr": [batch, 1, frames_zcr], "stats": [batch, d]}``.
+    "zcr": [batch, 1, frames_zcr], "stats": [batch, d]}``, and ``"egemaps": [batch, 88]`` when
+    ``config.egemaps.enabled``.
     """
     if clips.ndim != 2:
         raise ValueError(f"clips must be [batch, n], got shape {clips.shape}")
@@ -240,6 +241,10 @@ def compute_features_batch(clips: np.ndarray, sample_rate: int, config: FeatureC
         "zcr": zero_crossing_rate(clips, config.zcr),
     }
     maps["stats"] = summary_statistics(maps, config.stats)
+    if config.egemaps.enabled:
+        from ser_udfs.features.egemaps import egemaps_functionals  # openSMILE loads only when asked for
+
+        maps["egemaps"] = egemaps_functionals(clips, sample_rate)
     return maps
 
 

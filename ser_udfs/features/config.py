@@ -100,6 +100,14 @@ class StatsConfig:
 
 
 @dataclass(frozen=True)
+class EgemapsConfig:
+    """``[egemaps]``: whether the table gets the openSMILE eGeMAPS v02 functionals (``egemaps``, 88
+    values per clip, :mod:`ser_udfs.features.egemaps`), computed on the preprocessed clip."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class FeatureConfig:
     """Everything that decides the numbers in a features table."""
 
@@ -108,10 +116,15 @@ class FeatureConfig:
     mfcc: MfccConfig = field(default_factory=MfccConfig)
     zcr: ZcrConfig = field(default_factory=ZcrConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
+    egemaps: EgemapsConfig = field(default_factory=EgemapsConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (JSON-serialisable)."""
-        return to_dict(self)
+        """Plain nested dict (JSON-serialisable). Without ``egemaps`` while it is off, so a config
+        without eGeMAPS keeps the :meth:`version` it had before the section existed."""
+        data = to_dict(self)
+        if not self.egemaps.enabled:
+            del data["egemaps"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
@@ -120,7 +133,7 @@ class FeatureConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "FeatureConfig":
-        """The feature sections (``[audio]``, ``[mel]``, ``[mfcc]``, ``[zcr]``, ``[stats]``) of a TOML
+        """The feature sections (``[audio]``, ``[mel]``, ``[mfcc]``, ``[zcr]``, ``[stats]``, ``[egemaps]``) of a TOML
         file such as ``conf/features.toml`` (its other sections, the job's own, are left out), with
         ``section.key=value`` overrides as ``--set`` takes them."""
         data = apply_overrides(load_toml(path), overrides)

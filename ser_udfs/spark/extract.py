@@ -46,7 +46,7 @@ FEATURE_COLUMNS_DDL = (
     "raw_label string, augmentation string, source_sample_rate int, source_channels int, "
     "source_duration_s double, log_mel array<float>, log_mel_shape array<int>, "
     "mfcc array<float>, mfcc_shape array<int>, zcr array<float>, zcr_shape array<int>, "
-    "stats array<float>, waveform array<float>, meta map<string,string>, "
+    "stats array<float>, egemaps array<float>, waveform array<float>, meta map<string,string>, "
     "feature_config_version string"
 )
 
@@ -116,7 +116,7 @@ class _Columns:
         }
         self.meta: list[list[tuple[str, str]]] = []
         self.arrays: dict[str, list[np.ndarray | None]] = {
-            name: [] for name in ("log_mel", "mfcc", "zcr", "stats", "waveform")
+            name: [] for name in ("log_mel", "mfcc", "zcr", "stats", "egemaps", "waveform")
         }
         self.shapes: dict[str, list[list[int] | None]] = {name: [] for name in _MAPS}
 

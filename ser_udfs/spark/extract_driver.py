@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, Sequence
 
 import numpy as np
@@ -28,7 +28,10 @@ from ser_udfs.corpora import load_cremad_demographics, parse_manifest
 from ser_udfs.errors import UserError
 from ser_udfs.settings import to_dict
 from ser_udfs.features.compute import compute_features_batch, stats_names
-from ser_udfs.features.config import AudioConfig, FeatureConfig, MelConfig, MfccConfig, StatsConfig, ZcrConfig
+from ser_udfs.features.egemaps import egemaps_names
+from ser_udfs.features.config import (
+    AudioConfig, EgemapsConfig, FeatureConfig, MelConfig, MfccConfig, StatsConfig, ZcrConfig,
+)
 from ser_udfs.features.extract_file import ExtractOptions
 from ser_udfs.spark.extract import (
     ERROR_COLUMNS, ERRORS_DDL, INPUT_DDL, OUTPUT_DDL, RECEIPT_DDL, make_extract_fn, make_extract_write_fn,
@@ -112,14 +115,15 @@ class ExtractJobConfig:
     mfcc: MfccConfig = field(default_factory=MfccConfig)
     zcr: ZcrConfig = field(default_factory=ZcrConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
+    egemaps: EgemapsConfig = field(default_factory=EgemapsConfig)
     output: OutputSection = field(default_factory=OutputSection)
     read: ReadSection = field(default_factory=ReadSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
 
     @property
     def features(self) -> FeatureConfig:
-        """The part of the config that decides feature values."""
-        return FeatureConfig(audio=self.audio, mel=self.mel, mfcc=self.mfcc, zcr=self.zcr, stats=self.stats)
+        """The part of the config that decides feature values (the sections of :class:`FeatureConfig`)."""
+        return FeatureConfig(**{section.name: getattr(self, section.name) for section in fields(FeatureConfig)})
 
     @property
     def options(self) -> ExtractOptions:
@@ -225,11 +229,14 @@ TABLE_METADATA_NAME = "_common_metadata"
 
 def features_metadata(config: FeatureConfig) -> dict[str, str]:
     """Key-value metadata of the features table (JSON values): the feature config and its version,
-    the name of each ``stats`` value, and the shape of each map column."""
+    the name of each ``stats`` (and ``egemaps``) value, and the shape of each map column."""
     shapes = {name: list(value.shape[1:]) for name, value in
               compute_features_batch(np.zeros((1, config.audio.clip_samples), np.float32),
-                                     config.audio.target_sample_rate_hz, config).items() if name != "stats"}
+                                     config.audio.target_sample_rate_hz, config).items()
+              if name not in ("stats", "egemaps")}
+    egemaps = {"ser_spark.egemaps_names": json.dumps(egemaps_names())} if config.egemaps.enabled else {}
     return {
+        **egemaps,
         "ser_spark.feature_config": json.dumps(config.to_dict(), sort_keys=True),
         "ser_spark.feature_config_version": config.version(),
         "ser_spark.stats_names": json.dumps(stats_names(config)),

@@ -19,7 +19,7 @@ ROW_COLUMNS = ("clip_id", "path", "corpus", "speaker", "gender", "label", "raw_l
 
 def columns_for(inputs: Sequence[str]) -> list[str]:
     """Table columns holding the model inputs ``inputs``: each map with its ``*_shape`` column."""
-    return [column for name in inputs for column in (name, f"{name}_shape") if column != "stats_shape"
+    return [column for name in inputs for column in (name, f"{name}_shape") if column not in ("stats_shape", "egemaps_shape")
             and not (name == "waveform" and column == "waveform_shape")]
 
 

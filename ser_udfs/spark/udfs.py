@@ -40,7 +40,7 @@ ERROR_DDL = "struct<kind:string,message:string>"
 WAVEFORM_DDL = f"struct<waveform:array<float>,source_sample_rate:int,source_duration_s:double,error:{ERROR_DDL}>"
 FEATURES_DDL = (
     "struct<log_mel:array<float>,log_mel_shape:array<int>,mfcc:array<float>,mfcc_shape:array<int>,"
-    f"zcr:array<float>,zcr_shape:array<int>,stats:array<float>,error:{ERROR_DDL}>"
+    f"zcr:array<float>,zcr_shape:array<int>,stats:array<float>,egemaps:array<float>,error:{ERROR_DDL}>"
 )
 EMOTION_DDL = f"struct<label:string,confidence:double,probabilities:map<string,double>,error:{ERROR_DDL}>"
 EMBEDDING_DDL = f"struct<embedding:array<float>,error:{ERROR_DDL}>"
@@ -150,6 +150,8 @@ def _feature_clips(rows: pd.DataFrame, config: FeatureConfig
                 "config; give the file bytes, or features computed with the model's feature config")}
             continue
         clip = {"stats": np.asarray(stats, dtype=np.float32)}
+        if (egemaps := getattr(row, "egemaps", None)) is not None:
+            clip["egemaps"] = np.asarray(egemaps, dtype=np.float32)
         for name in _MAPS:
             values, shape = getattr(row, name, None), getattr(row, f"{name}_shape", None)
             if values is not None and shape is not None:
@@ -183,7 +185,7 @@ def features_udf(config: FeatureConfig, *, source: str = "bytes") -> Any:
     from pyspark.sql.functions import pandas_udf
 
     _check_source(source)
-    columns = [column for name in _MAPS for column in (name, f"{name}_shape")] + ["stats", "error"]
+    columns = [column for name in _MAPS for column in (name, f"{name}_shape")] + ["stats", "egemaps", "error"]
 
     @pandas_udf(FEATURES_DDL)  # type: ignore[call-overload]
     def features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
@@ -197,6 +199,7 @@ def features_udf(config: FeatureConfig, *, source: str = "bytes") -> Any:
                         row[name] = clip[name].ravel()
                         row[f"{name}_shape"] = list(clip[name].shape)
                     row["stats"] = clip["stats"]
+                    row["egemaps"] = clip.get("egemaps")  # null unless config.egemaps.enabled
                 rows.append(row)
             yield pd.DataFrame(rows, columns=columns)
 

@@ -63,6 +63,7 @@ from training.models.fusion import FusedModel
 from training.models.logreg import LogregModel
 from training.models.wav2vec2 import Wav2Vec2Classifier
 from training.speaker_norm import STATS_NORMALISATIONS, StatsNormalisation, speaker_standardise
+from training.stats_inputs import STATS_INPUTS, stats_vector
 from training.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ class Bundle:
 
     def cnn_probabilities(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """The (uncalibrated) probabilities ``[n, len(labels)]`` of the bundle's CNN alone, for a CNN bundle."""
-        cnn_inputs = tuple(name for name in self.inputs if name != "stats")
+        cnn_inputs = tuple(self.model.architecture.inputs)
         features = model_input(batch, cnn_inputs)
         expected_rows = sum(self.model.architecture.input_rows)
         if features.shape[1] != expected_rows:
@@ -208,12 +209,20 @@ class Bundle:
         """The most probable label per clip, ``[n]``."""
         return [self.labels[index] for index in self.predict_proba(batch, groups).argmax(axis=1)]
 
+    @property
+    def stats_inputs(self) -> tuple[str, ...]:
+        """The feature columns side by side in the stats model's vector (``stats``, ``egemaps``), ``()`` without one."""
+        return tuple(name for name in self.inputs if name in STATS_INPUTS)
+
+    def stats_vector(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """float32 ``[n, d]``: :attr:`stats_inputs` of ``batch`` side by side, as the stats model was trained on them."""
+        return stats_vector(batch, self.stats_inputs)
+
     def _stats(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None) -> np.ndarray:
         """``batch``'s stats vectors ``[n, d]``, standardised per speaker if the model was trained so."""
-        if "stats" not in batch:
-            raise UserError("the model needs the 'stats' feature, which the input does not have")
+        stats = self.stats_vector(batch)
         if not self.needs_speaker_groups:
-            return batch["stats"]
+            return stats
         if groups is None:
             raise UserError(
                 f"the model bundle {self.path} standardises the stats of each speaker with that speaker's "
@@ -222,7 +231,7 @@ class Bundle:
                 "call channel as one speaker); it cannot score clips one by one: use a model trained with global "
                 "normalisation (logreg.normalisation or cnn.stats_normalisation = \"global\", or cnn.stats_fusion_weight = 0)"
             )
-        return speaker_standardise(batch["stats"], groups)
+        return speaker_standardise(stats, groups)
 
     def check_feature_config(self, other: FeatureConfig | Mapping[str, Any], *, source: str) -> None:
         """Refuse features computed with a different config than the model was trained on.
@@ -257,6 +266,7 @@ def save_bundle(
     training: Mapping[str, Any],
     metrics: Mapping[str, Any],
     stats_normalisation: StatsNormalisation = "global",
+    stats_inputs: Sequence[str] = ("stats",),
     calibration: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle directory (weights, metrics, then ``config.json``).
@@ -279,6 +289,9 @@ def save_bundle(
     stats_normalisation
         How the stats vectors of a logreg or fused stats model were normalised (``"speaker"``:
         per speaker, which prediction then repeats).
+    stats_inputs
+        The feature columns side by side in those vectors (:mod:`training.stats_inputs`); they
+        follow the CNN's maps in ``inputs`` of ``config.json``.
     calibration
         ``{"method": "temperature", "temperature": T, ...}`` (:func:`training.protocol.bundle_calibration`),
         stored as ``calibration`` with its digest ``calibration_sha256``; ``None``: uncalibrated.
@@ -295,7 +308,7 @@ def save_bundle(
         "feature_config_version": feature_config.version(),
     }
     (path / STATS_MODEL_FILE).unlink(missing_ok=True)
-    config.update(_save_model(path, model, stats_normalisation))
+    config.update(_save_model(path, model, stats_normalisation, tuple(stats_inputs)))
     if calibration is not None:
         config["calibration"] = dict(calibration)
         config["calibration_sha256"] = calibration_digest(calibration)
@@ -312,11 +325,12 @@ def save_bundle(
 def _save_model(
     path: Path, model: LogregModel | CnnModel | FusedModel | Wav2Vec2Classifier | EmbeddingClassifier,
     stats_normalisation: StatsNormalisation,
+    stats_inputs: tuple[str, ...],
 ) -> dict[str, Any]:
     """Write ``model``'s weights; return its ``config.json`` entries (``model_kind``, ``inputs``, ``architecture``, ...)."""
     if isinstance(model, LogregModel):
         write_numpy_tensors(path / WEIGHTS_FILE, model.tensors())
-        return {"model_kind": "logreg", "inputs": ["stats"], "architecture": {"n_stats": model.n_stats},
+        return {"model_kind": "logreg", "inputs": list(stats_inputs), "architecture": {"n_stats": model.n_stats},
                 "stats_normalisation": stats_normalisation}
     if isinstance(model, (Wav2Vec2Classifier, EmbeddingClassifier)):
         return model.save_weights(path)
@@ -325,7 +339,7 @@ def _save_model(
     entries = {"model_kind": "cnn", "inputs": list(cnn.architecture.inputs), "architecture": to_dict(cnn.architecture)}
     if isinstance(model, FusedModel):
         write_numpy_tensors(path / STATS_MODEL_FILE, model.stats_model.tensors())
-        entries["inputs"].append("stats")
+        entries["inputs"].extend(stats_inputs)
         entries.update(stats_fusion={"weight": model.weight, "n_stats": model.stats_model.n_stats},
                        stats_normalisation=stats_normalisation)
     return entries
@@ -493,6 +507,10 @@ def _check_calibration(config: Mapping[str, Any], *, where: Path) -> None:
 def _load_logreg(
     files: Mapping[str, bytes], config: Mapping[str, Any], n_classes: int, where: str
 ) -> tuple[LogregModel, None]:
+    inputs = config.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not set(inputs) <= set(STATS_INPUTS):
+        raise UserError(f"model bundle {where}: a logistic regression reads {list(STATS_INPUTS)} (some of them), "
+                        f"not the inputs {inputs!r} of its {CONFIG_FILE}")
     return _logreg_from_files(files, WEIGHTS_FILE, n_classes, where), None
 
 
@@ -515,8 +533,11 @@ def _load_cnn(
         raise UserError(f"model bundle {where}: bad CNN architecture in {CONFIG_FILE} ({exc})") from None
     if architecture.members < 1:
         raise UserError(f"model bundle {where}: architecture.members must be at least 1, got {architecture.members}")
-    fused_inputs = ["stats"] if "stats_fusion" in config else []
-    if architecture.n_classes != n_classes or [*architecture.inputs, *fused_inputs] != list(config.get("inputs", [])):
+    inputs = list(config.get("inputs", []))
+    maps, fused_inputs = inputs[:len(architecture.inputs)], inputs[len(architecture.inputs):]
+    # a fused model names its stats model's inputs after the maps; a CNN alone names none
+    fusion_ok = (bool(fused_inputs) and set(fused_inputs) <= set(STATS_INPUTS)) if "stats_fusion" in config else not fused_inputs
+    if architecture.n_classes != n_classes or maps != list(architecture.inputs) or not fusion_ok:
         raise UserError(f"model bundle {where}: the architecture does not match the labels or inputs in {CONFIG_FILE}")
     model = CnnEnsemble(architecture) if architecture.members > 1 else EmotionCnn(architecture)
     tensors = read_torch_tensors(files, where=where)

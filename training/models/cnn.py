@@ -50,6 +50,7 @@ from ser_udfs.errors import UserError
 from training.fitting import EarlyStopping, TrainingHistory, balanced_class_weights
 from training.metrics import loss_and_ua
 from training.speaker_norm import STATS_NORMALISATIONS, StatsNormalisation
+from training.stats_inputs import check_stats_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class CnnConfig:
     ensemble: int = 1
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     stats_fusion_weight: float = 0.0
+    stats_inputs: tuple[str, ...] = ("stats",)
     stats_normalisation: StatsNormalisation = "speaker"
     stats_regularisation_c: float = 0.1
 
@@ -116,6 +118,7 @@ class CnnConfig:
             raise ValueError("cnn.ensemble must be at least 1 (the number of networks averaged)")
         if not 0 <= self.stats_fusion_weight < 1:
             raise ValueError("cnn.stats_fusion_weight must lie in [0, 1) (0 = no stats model)")
+        check_stats_inputs(self.stats_inputs, setting="cnn.stats_inputs")
         if self.stats_normalisation not in STATS_NORMALISATIONS or self.stats_regularisation_c <= 0:
             raise ValueError(f"cnn.stats_normalisation must be one of {list(STATS_NORMALISATIONS)} and "
                              "cnn.stats_regularisation_c positive")

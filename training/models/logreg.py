@@ -13,6 +13,7 @@ import numpy as np
 
 from ser_udfs.errors import UserError
 from training.speaker_norm import STATS_NORMALISATIONS, StatsNormalisation
+from training.stats_inputs import check_stats_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,12 @@ class LogregConfig:
     in training and wherever the model is applied (which then needs each row's speaker).
     ``calibration_fraction`` (``--model logreg`` only): share of each fit's speakers held out of
     a second fit whose probabilities on them fit the bundle's temperature
-    (:mod:`training.calibration`); the model itself is fitted on all the rows.
+    (:mod:`training.calibration`); the model itself is fitted on all the rows. ``inputs``: the
+    feature columns side by side in its vector (:mod:`training.stats_inputs`: ``stats``,
+    ``egemaps``).
     """
 
+    inputs: tuple[str, ...] = ("stats",)
     regularisation_c: float = 1.0
     max_iter: int = 3000
     class_balanced: bool = True
@@ -44,6 +48,7 @@ class LogregConfig:
             raise ValueError("logreg.regularisation_c must be positive and logreg.max_iter at least 1")
         if not 0 < self.calibration_fraction < 1:
             raise ValueError("logreg.calibration_fraction must lie in (0, 1)")
+        check_stats_inputs(self.inputs, setting="logreg.inputs")
         if self.normalisation not in STATS_NORMALISATIONS:
             raise ValueError(f"logreg.normalisation must be one of {list(STATS_NORMALISATIONS)}, got {self.normalisation!r}")
 
