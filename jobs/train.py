@@ -126,6 +126,8 @@ def _report(result: dict) -> int:
     metrics = result["metrics"]
     print(f"{result['model']} on {result['taxonomy']} ({result['split']}): "
           + ", ".join(f"{name} {_format(value)}" for name, value in metrics.items()))
+    if result["per_corpus"]:
+        print("ua per corpus: " + ", ".join(f"{corpus} {_format(ua)}" for corpus, ua in result["per_corpus"].items()))
     print(f"bundle: {result['bundle_dir']}")
     return 0
 

@@ -51,3 +51,34 @@ def test_tensors_round_trip_and_shape_checks() -> None:
 def test_an_unknown_stats_normalisation_is_refused() -> None:
     with pytest.raises(ValueError, match="logreg.normalisation"):
         LogregConfig(normalisation="corpus")
+
+
+def test_with_several_corpora_every_corpus_and_class_weighs_the_same() -> None:
+    from training.models.logreg import balanced_row_weights
+
+    labels = np.array([0, 0, 0, 1, 0, 1, 1, 1, 1, 1])
+    corpora = np.array(["big"] * 4 + ["small"] * 6)
+    weights = balanced_row_weights(labels, corpora)
+    cells = {(c, y): weights[(corpora == c) & (labels == y)].sum() for c, y in set(zip(corpora, labels))}
+    assert np.allclose(list(cells.values()), len(labels) / 4)  # four cells, equal totals
+    one = balanced_row_weights(labels, np.zeros(len(labels)))
+    np.testing.assert_allclose(one, len(labels) / (2 * np.bincount(labels)[labels]))  # scikit-learn's "balanced"
+
+
+def test_a_small_corpus_is_not_drowned_by_a_large_one() -> None:
+    """A large corpus where a feature says class 0 and a small one where it says class 1: balanced
+    across corpora, the fit does not simply follow the large corpus's rows."""
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(400, 2)); big_y = (big[:, 0] > 0).astype(int)
+    small = rng.normal(size=(40, 2)); small_y = (small[:, 1] > 0).astype(int)
+    stats, labels = np.vstack([big, small]), np.concatenate([big_y, small_y])
+    corpora = np.array(["big"] * 400 + ["small"] * 40)
+    pooled = fit_logreg(stats, labels, n_classes=2, config=LogregConfig(), seed=0)
+    balanced = fit_logreg(stats, labels, n_classes=2, config=LogregConfig(), seed=0, corpora=corpora)
+
+    def cue_ratio(model) -> float:  # weight of the small corpus's cue against the large one's
+        return abs(model.coef[1, 1]) / abs(model.coef[1, 0])
+
+    assert cue_ratio(pooled) < 0.1 and cue_ratio(balanced) > 0.5
+    small_accuracy = [float((model.predict_proba(small).argmax(axis=1) == small_y).mean()) for model in (pooled, balanced)]
+    assert small_accuracy[1] > small_accuracy[0] + 0.05

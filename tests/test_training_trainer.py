@@ -344,3 +344,24 @@ def test_conf_files_match_the_defaults(model: str) -> None:
 
     conf = Path(__file__).resolve().parents[1] / "conf" / f"train_{model}.toml"
     assert resolve_config(TrainConfig, conf) == TrainConfig(model=model)
+
+
+def test_a_table_of_two_corpora_reports_each_corpus_per_fold_and_over_the_folds(tmp_path: Path) -> None:
+    first, second = synthetic_frame(n_speakers=4, augmented=False), synthetic_frame(n_speakers=3, augmented=False, seed=1)
+    second["corpus"] = "other"
+    second["stats"] = [values[::-1].copy() for values in second["stats"]]  # another corpus, other cues
+    frame = pd.concat([first, second], ignore_index=True)
+    result = train_from_frame(frame, basic4("logreg", folds=3), feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path)
+    metrics = json.loads((tmp_path / METRICS_FILE).read_text())
+    assert set(result["per_corpus"]) == {"synth", "other"}
+    for fold in metrics["folds"]:
+        tested = {key.split("/")[0] for key in fold["test_speakers"]}
+        assert set(fold["per_corpus"]) == tested  # only the corpora the fold tests
+        for corpus, figures in fold["per_corpus"].items():
+            assert figures["n"] == sum(1 for key in fold["test_speakers"] if key.startswith(corpus + "/")) * 3 * 4
+    for corpus, summary in metrics["summary_per_corpus"].items():
+        assert summary["folds"] == sum(corpus in fold["per_corpus"] for fold in metrics["folds"])
+        assert result["per_corpus"][corpus]["mean"] == pytest.approx(summary["ua"]["mean"])
+    single = train_from_frame(first, basic4("logreg", folds=3), feature_config=FEATURE_CONFIG.to_dict(),
+                              output_dir=tmp_path / "one")
+    assert single["per_corpus"] == {} and "summary_per_corpus" not in json.loads((tmp_path / "one" / METRICS_FILE).read_text())

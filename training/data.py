@@ -61,6 +61,11 @@ class TrainingData:
     stats: np.ndarray | None = None
 
     @property
+    def corpora(self) -> np.ndarray:
+        """``[n]`` the corpus of each row (what balancing across corpora groups by)."""
+        return self.frame["corpus"].astype(str).to_numpy()
+
+    @property
     def is_original(self) -> np.ndarray:
         """``[n]`` bool: rows that are not augmented copies."""
         if "augmentation" not in self.frame:

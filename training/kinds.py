@@ -92,13 +92,14 @@ class LogregKind:
         its held-out probabilities come from a fit on the other speakers, since a model cannot be
         calibrated on clips it trained on (``None`` when ``rows`` hold a single speaker).
         """
-        model = fit_logreg(data.inputs[rows], data.targets[rows], n_classes=len(data.labels), config=self.config, seed=seed)
+        model = fit_logreg(data.inputs[rows], data.targets[rows], n_classes=len(data.labels), config=self.config, seed=seed,
+                           corpora=data.corpora[rows])
         if len(set(group_keys(data.frame.iloc[rows], self.split_method))) < 2:
             return model, [], None
         train, held_out = data.early_stopping_rows(rows, method=self.split_method, fraction=self.config.calibration_fraction,
                                                    seed=seed, log_prefix=f"{log_prefix}calibration: ")
         calibration_model = fit_logreg(data.inputs[train], data.targets[train], n_classes=len(data.labels),
-                                       config=self.config, seed=seed)
+                                       config=self.config, seed=seed, corpora=data.corpora[train])
         return model, [], held_out_predictions(self, calibration_model, data, held_out)
 
     def predict(self, model: LogregModel, data: TrainingData, rows: np.ndarray) -> np.ndarray:
@@ -173,11 +174,11 @@ class CnnKind:
         assert data.stats is not None
         weight = self.config.stats_fusion_weight
         stats_model = fit_logreg(data.stats[rows], data.targets[rows], n_classes=len(data.labels),
-                                 config=self.stats_config, seed=seed)
+                                 config=self.stats_config, seed=seed, corpora=data.corpora[rows])
         if held_out is None:
             return FusedModel(cnn, stats_model, weight), histories, None
         calibration_stats = fit_logreg(data.stats[train_rows], data.targets[train_rows], n_classes=len(data.labels),
-                                       config=self.stats_config, seed=seed)
+                                       config=self.stats_config, seed=seed, corpora=data.corpora[train_rows])
         fused = held_out_predictions(self, FusedModel(cnn, calibration_stats, weight), data, held_out)
         assert fused is not None
         fallback = cnn_predict_proba(cnn, data.inputs[held_out])

@@ -236,6 +236,7 @@ def train_from_frame(
         "labels": data.labels,
         "split": config.split.describe(),
         "metrics": {name: metrics["summary"][name] for name in ("accuracy", "ua", "macro_f1")},
+        "per_corpus": {corpus: summary["ua"] for corpus, summary in metrics.get("summary_per_corpus", {}).items()},
     }
 
 
@@ -406,7 +407,8 @@ def split_record(config: RunConfig) -> dict[str, Any]:
 def metrics_report(
     data: TrainingData, config: RunConfig, taxonomy: Taxonomy, splits: list[Split], fold_results: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """``metrics.json``'s content: pooled and per-corpus metrics, and per-fold ones with their summary."""
+    """``metrics.json``'s content: pooled and per-corpus metrics, and per-fold ones with their summary
+    (with several corpora, also per corpus: each fold's ``per_corpus`` and ``summary_per_corpus``)."""
     rows = np.concatenate([result["rows"] for result in fold_results])
     predicted = np.concatenate([result["predicted"] for result in fold_results])
     truth = data.targets[rows]
@@ -434,6 +436,15 @@ def metrics_report(
             {key: value for key, value in result.items() if key not in ARRAY_ENTRIES} for result in fold_results
         ]
         report["summary"] = summarise_folds([result["metrics"] for result in fold_results])
+        corpora = data.frame["corpus"].astype(str).to_numpy()
+        if len(set(corpora)) > 1:  # each corpus's figures over the folds that test it
+            for record, result in zip(report["folds"], fold_results):
+                record["per_corpus"] = grouped_metrics(data.targets[result["rows"]], result["predicted"],
+                                                       corpora[result["rows"]], data.labels)
+            report["summary_per_corpus"] = {
+                corpus: summarise_folds([fold["per_corpus"][corpus] for fold in report["folds"] if corpus in fold["per_corpus"]])
+                for corpus in sorted(set(corpora))
+            }
         calibration["summary"] = summarise_calibration([result["calibration"] for result in fold_results])
     else:
         report["summary"] = {name: pooled[name] for name in ("accuracy", "ua", "macro_f1")}

@@ -127,7 +127,8 @@ class LogregModel:
 
 
 def fit_logreg(
-    stats: np.ndarray, labels: np.ndarray, *, n_classes: int, config: LogregConfig, seed: int
+    stats: np.ndarray, labels: np.ndarray, *, n_classes: int, config: LogregConfig, seed: int,
+    corpora: np.ndarray | None = None,
 ) -> LogregModel:
     """Standardise ``stats`` ``[n, d]`` and fit a (class-balanced) multinomial logistic regression.
 
@@ -138,6 +139,10 @@ def fit_logreg(
     labels
         Class indices ``[n]`` in ``0 .. n_classes - 1``; classes without rows get a very low
         logit so that they are (almost) never predicted.
+    corpora
+        The corpus of each row ``[n]``. With ``config.class_balanced`` and rows of more than one
+        corpus, each (corpus, class) cell weighs the same in the fit (:func:`balanced_row_weights`),
+        so a large corpus does not drown a small one; otherwise classes are balanced.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -149,12 +154,13 @@ def fit_logreg(
     if len(present) < 2:
         raise UserError(f"the training side holds only {len(present)} class(es); at least 2 are needed")
     scaler = StandardScaler().fit(stats)
+    by_corpus = config.class_balanced and corpora is not None and len(set(corpora)) > 1
     classifier = LogisticRegression(
         C=config.regularisation_c,
         max_iter=config.max_iter,
-        class_weight="balanced" if config.class_balanced else None,
+        class_weight="balanced" if config.class_balanced and not by_corpus else None,
         random_state=seed,
-    ).fit(scaler.transform(stats), labels)
+    ).fit(scaler.transform(stats), labels, sample_weight=balanced_row_weights(labels, corpora) if by_corpus else None)
     fitted_coef, fitted_intercept = classifier.coef_, classifier.intercept_
     if len(present) == 2:
         # scikit-learn gives one row for two classes; softmax over (-z/2, z/2) equals sigmoid(z).
@@ -167,3 +173,12 @@ def fit_logreg(
     logger.info("logistic regression: %d rows, %d stats, %d classes, %d iterations",
                 len(labels), stats.shape[1], len(present), int(np.max(classifier.n_iter_)))
     return LogregModel(mean=scaler.mean_, scale=scaler.scale_, coef=coef, intercept=intercept)
+
+
+def balanced_row_weights(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``[n]`` weights ``n / (cells * count of the row's cell)`` over the (group, label) cells that
+    have rows: every cell weighs the same in total. With one group this is scikit-learn's
+    ``class_weight="balanced"``."""
+    cells = np.array([f"{group}\x00{label}" for group, label in zip(np.asarray(groups).astype(str), labels)])
+    _, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
+    return len(cells) / (len(counts) * counts[inverse].astype(np.float64))
