@@ -103,3 +103,37 @@ def test_scoring_benchmark_measures_both_cnn_runtimes_side_by_side(tmp_path: Pat
     assert [row.split(" | ")[0] for row in rows] == ["| cnn (onnx)", "| cnn (torch)", "| cnn (torch)", "| cnn (onnx)"]
     assert all(float(row.split(" | ")[-1].rstrip(" |")) > 0 for row in rows if "onnx" in row)  # the export, apart
     assert "- 0.3 min: " in printed and "2 rounds" in printed
+
+
+def test_cross_corpus_benchmark_prints_the_matrix_of_two_corpora(spark, tmp_path: Path, capsys) -> None:
+    import soundfile as sf
+
+    from bench import cross_corpus
+    from jobs import extract_features
+    from ser_udfs.synthetic.speech import synth_utterance
+
+    write_demo_corpus(tmp_path / "first", n_actors=3, statements=1, repetitions=1,
+                      emotions=["neutral", "happy", "sad", "angry"])
+    lines = ["path,label,speaker,corpus"]
+    for speaker in range(3):
+        for label in ("neutral", "happy", "sad", "angry"):
+            for take in range(2):
+                name = f"second/{speaker}-{label}-{take}.wav"
+                (tmp_path / "second").mkdir(exist_ok=True)
+                wave = synth_utterance(label, speaker_seed=10 + speaker, utterance_seed=take, duration_s=1.0)
+                sf.write(tmp_path / name, wave, 16000)
+                lines.append(f"{name},{label},s{speaker},second")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    table = tmp_path / "table"
+    argv = ["--input", str(tmp_path / "first"), "--manifest", str(tmp_path / "manifest.csv"), "--output", str(table),
+            "--log-level", "WARNING", "--set", "mel.n_mels=32"]
+    assert extract_features.main(argv) == 0
+    capsys.readouterr()
+    assert cross_corpus.main(["--table", str(table), "--folds", "3", "--work-dir", str(tmp_path / "work")]) == 0
+    printed = capsys.readouterr().out
+    ua_table = printed.split("WA (accuracy)")[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in ua_table.splitlines() if line.startswith("| ")}
+    assert "(folds)" in rows["ravdess"] and "(folds)" in rows["second"]
+    assert "ravdess's folds" in rows["all corpora"] and "second's folds" in rows["all corpora"]
+    assert rows["all − within"].count("+") + rows["all − within"].count("-") >= 2
+    assert (tmp_path / "work" / "ravdess_folds.toml").is_file()  # folds drawn, written down

@@ -441,9 +441,10 @@ def metrics_report(
             for record, result in zip(report["folds"], fold_results):
                 record["per_corpus"] = grouped_metrics(data.targets[result["rows"]], result["predicted"],
                                                        corpora[result["rows"]], data.labels)
+            tested = sorted({corpus for fold in report["folds"] for corpus in fold["per_corpus"]})
             report["summary_per_corpus"] = {
                 corpus: summarise_folds([fold["per_corpus"][corpus] for fold in report["folds"] if corpus in fold["per_corpus"]])
-                for corpus in sorted(set(corpora))
+                for corpus in tested  # a corpus trained on in every fold (split.assignment) has no test figures
             }
         calibration["summary"] = summarise_calibration([result["calibration"] for result in fold_results])
     else:
