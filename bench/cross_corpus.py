@@ -100,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = build_spark("ser-bench-cross-corpus")
     frame, manifest = read_feature_table(spark, args.table, feature_columns=columns_for(config_with().feature_inputs()))
-    spark.stop()
     mapped, _, _ = map_labels(frame, load_taxonomy(args.taxonomy))
     corpora = sorted(mapped["corpus"].unique())
     if len(corpora) < 2:
