@@ -9,15 +9,16 @@ Usage::
 For each call length, a stereo 8 kHz µ-law call of alternating agent/customer turns (about 40 %
 speech per channel) is written once to the work folder (:func:`ser_udfs.synthetic.calls.write_long_call`).
 Each measurement runs in a fresh Python process pinned to one thread, as a Spark Python worker
-runs: it loads the bundle and scores the call with :func:`ser_udfs.calls.stream.score_call` plus the
-timeline, summary and analytics, then reports wall time, its own CPU time and its peak RSS. A CNN
+runs: it loads the bundle and turns the call into the rows of the job's tables
+(:func:`ser_udfs.calls.tables.call_rows`: scoring, timeline, summary, analytics) and those into
+Arrow, then reports wall time, its own CPU time and its peak RSS. A CNN
 is measured with each of ``--runtimes`` (``worker.cnn_runtime``: ONNX Runtime, PyTorch) side by
 side, in alternating order over ``--repeats`` rounds; the one-off export of the ONNX graph, paid
 once per worker process, is done before the clock starts and printed apart. A
 ``decode + VAD`` row streams the same call through decoding, resampling and speech detection
 alone. ``--profile`` then scores the longest call once more under cProfile, per model, and prints
 the CPU time of each step (decode and resampling, speech detection, window preprocessing,
-features, the network, adaptation and calibration, timeline, analytics, the rest). Real-time factors are audio seconds per CPU second of that single-threaded process, so
+features, the network, adaptation and calibration, timeline, analytics, table rows, Arrow, the rest). Real-time factors are audio seconds per CPU second of that single-threaded process, so
 they are per core; "call" counts the call's duration once, "channel" counts each scored channel.
 
 Without ``--logreg-bundle`` / ``--cnn-bundle`` the script builds bundles with the training code
@@ -107,17 +108,36 @@ PROFILE_STEPS = {
     "adaptation + calibration": [("training/inference.py", "channel_probabilities")],
     "timeline + summary": [("ser_udfs/calls/timeline.py", "call_timeline")],
     "analytics": [("ser_udfs/calls/analytics.py", "analyse_call")],
+    "Arrow rows": [("bench/score_throughput.py", "_arrow_tables")],
+}
+
+#: Steps whose time is their function's minus the listed steps inside it.
+PROFILE_OWN_TIME = {
+    "table rows": (("ser_udfs/calls/tables.py", "call_rows"),
+                   ("ser_udfs/calls/stream.py", "score_call"), ("ser_udfs/calls/timeline.py", "call_timeline"),
+                   ("ser_udfs/calls/analytics.py", "analyse_call")),
 }
 
 
 def profile_split(stats: pstats.Stats, total_s: float) -> dict[str, float]:
     """Seconds of each of :data:`PROFILE_STEPS` (cumulative, under the profiler), and the rest."""
-    split = {}
-    for step, functions in PROFILE_STEPS.items():
-        split[step] = sum(cumulative for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items()
-                          if any(path.endswith(file) and name == function for file, function in functions))
+    def cumulative_s(functions) -> float:
+        return sum(cumulative for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items()
+                   if any(path.endswith(file) and name == function for file, function in functions))
+
+    split = {step: cumulative_s(functions) for step, functions in PROFILE_STEPS.items()}
+    for step, (outer, *inner) in PROFILE_OWN_TIME.items():
+        split[step] = max(0.0, cumulative_s([outer]) - cumulative_s(inner))
     split["other (batching, Python glue)"] = max(0.0, total_s - sum(split.values()))
     return split
+
+
+def _arrow_tables(rows: list[dict]) -> dict[str, "pa.Table"]:
+    """The rows of each table as Arrow, as a Spark Python worker hands them on (schema inferred here)."""
+    import pyarrow as pa
+
+    kinds = sorted({row["table_kind"] for row in rows})
+    return {kind: pa.Table.from_pylist([row for row in rows if row["table_kind"] == kind]) for kind in kinds}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -128,10 +148,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from ser_udfs.calls.analytics import analyse_call
     from ser_udfs.calls.config import CallScoringConfig, WindowConfig
-    from ser_udfs.calls.stream import score_call
-    from ser_udfs.calls.timeline import call_timeline
+    from ser_udfs.calls.tables import call_rows
     from training.inference import load_call_model
 
     config = CallScoringConfig(window=WindowConfig(hop_s=args.hop_s))
@@ -150,23 +168,23 @@ def child(args: argparse.Namespace) -> None:
             if predictor.runtime != args.runtime:
                 raise RuntimeError(f"asked for the {args.runtime} runtime, got {predictor.runtime} (see the log)")
         rss_loaded = _rss_mb()
-        profile = cProfile.Profile() if args.stage == "profile" else None
+        profile = cProfile.Profile(time.process_time) if args.stage == "profile" else None  # CPU, as cpu_s
         started_cpu, started_wall = time.process_time(), time.perf_counter()
         if profile:
             profile.enable()
-        scores = score_call(args.call, model, config)
-        segments, summary = call_timeline(scores, config)
-        analyse_call(scores, segments, config, customer_channel=1)
+        rows = call_rows(str(args.call), args.call, model, config, "all", "bench", customer_channel=1)
+        tables = _arrow_tables(rows)
         if profile:
             profile.disable()
+        call = tables["calls"].to_pylist()[0]
         result = {
             "cpu_s": time.process_time() - started_cpu,
             "wall_s": time.perf_counter() - started_wall,
-            "duration_s": scores.info.duration_s,
-            "channels": len(scores.channels),
-            "speech_s": sum(summary.speech_s.values()),
-            "windows": scores.windows_scored,
-            "segments": len(segments),
+            "duration_s": call["duration_s"],
+            "channels": len(call["scored_channels"]),
+            "speech_s": sum(tables["channels"].column("talk_s").to_pylist()),
+            "windows": call["windows_scored"],
+            "segments": tables["segments"].num_rows,
         }
     if args.stage == "profile":
         result["split_s"] = profile_split(pstats.Stats(profile), result["cpu_s"])
