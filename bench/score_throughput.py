@@ -44,6 +44,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -132,8 +133,8 @@ def profile_split(stats: pstats.Stats, total_s: float) -> dict[str, float]:
     return split
 
 
-def _arrow_tables(rows: list[dict]) -> dict[str, "pa.Table"]:
-    """The rows of each table as Arrow, as a Spark Python worker hands them on (schema inferred here)."""
+def _arrow_tables(rows: list[dict]) -> dict[str, Any]:
+    """The rows of each table as a ``pyarrow.Table``, as a Spark Python worker hands them on (schema inferred here)."""
     import pyarrow as pa
 
     kinds = sorted({row["table_kind"] for row in rows})
