@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._conversation import NOISE_DBFS, PEAK_DBFS, CallTruth, lay_out, mix_call, trim_speech, write_variant  # noqa: E402
+from bench._command import command_line  # noqa: E402
 from bench._corpus import DEFAULT_SOURCE, read_mono  # noqa: E402
 from ser_udfs.calls.analytics import covered_samples, interruption_turns, overlap_spans, reply_gaps  # noqa: E402
 from ser_udfs.calls.config import CallScoringConfig  # noqa: E402
@@ -274,7 +274,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command = shlex.join([Path(sys.executable).name, *sys.argv] if argv is None else ["analytics_truth.py", *argv])
+    command = command_line("analytics_truth.py", argv)
     config = resolve_config(ScoreJobConfig, SCORE_CONFIG, args.overrides)
     audio = AudioConfig()
     rate = audio.target_sample_rate_hz

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -53,6 +52,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._command import command_line  # noqa: E402
 from jobs._cli import CONF_DIR, run, setup_logging  # noqa: E402
 from jobs._spark import build_spark  # noqa: E402
 from ser_udfs.errors import UserError  # noqa: E402
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.folds < 1:
         parser.error("--folds must be at least 1")
     setup_logging(args.log_level)
-    command = shlex.join(["python", "bench/cnn_speaker_norm.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("cnn_speaker_norm.py", argv)
     configs = run_configs(args)
     work_dir = Path(args.work_dir)
 

@@ -58,7 +58,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import json
 import logging
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -69,6 +68,7 @@ from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._command import command_line  # noqa: E402
 from bench._corpus import DEFAULT_SOURCE, read_mono  # noqa: E402
 from ser_udfs.audio.preprocess import preprocess, resample  # noqa: E402
 from ser_udfs.calls.config import CallScoringConfig  # noqa: E402
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    command = shlex.join([Path(sys.executable).name, *sys.argv] if argv is None else ["score_accuracy.py", *argv])
+    command = command_line("score_accuracy.py", argv)
     models = build_models(args)
     bundle = models[0].call_model.bundle
     labels = list(bundle.labels)

@@ -32,7 +32,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import logging
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._conversation import CallTruth, lay_out, mix_call, write_variant  # noqa: E402
+from bench._command import command_line  # noqa: E402
 from bench._corpus import DEFAULT_SOURCE, read_mono  # noqa: E402
 from bench.analytics_truth import (  # noqa: E402
     SCORE_CONFIG, SYNTHETIC_RATE, ravdess_files, ravdess_utterances, synthetic_utterances,
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    command = shlex.join([Path(sys.executable).name, *sys.argv] if argv is None else ["vad_accuracy.py", *argv])
+    command = command_line("vad_accuracy.py", argv)
     configs = {method: resolve_config(ScoreJobConfig, SCORE_CONFIG, [*args.overrides, f'vad.method="{method}"'])
                for method in args.methods}
     audio = AudioConfig()

@@ -138,7 +138,7 @@ def test_bench_runs_on_tiny_synthetic_calls_and_prints_its_summary(tmp_path: Pat
     assert analytics_truth.main(argv) == 0
     printed = capsys.readouterr().out
     assert "synthetic utterances (synth_utterance): no RAVDESS clips under" in printed
-    assert "command: `analytics_truth.py --data" in printed
+    assert "command: `python bench/analytics_truth.py --data" in printed
     assert "### 8 kHz µ-law, telephone band: true / measured" in printed and "### 16 kHz PCM16: true / measured" in printed
     assert "| all 2 calls |" in printed
     summary = printed[printed.index("## Summary"):]
