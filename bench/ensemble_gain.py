@@ -5,7 +5,7 @@ Usage::
 
     python bench/ensemble_gain.py --table T [--taxonomies core6,ravdess8] [--members 2]
         [--folds 1,2,3,4,5,6] [--parallel 2] [--config conf/train_cnn.toml] [--set cnn.max_epochs=40 ...]
-        [--set cnn.stats_fusion_weight=0.35]
+        [--set cnn.stats_fusion_weight=0.35] [--save DIR]
 
 ``T`` is a features table written by ``jobs/extract_features.py`` (e.g. from
 ``../shared/data/ravdess-speech-16k``). For every taxonomy and chosen fold of the config's
@@ -62,8 +62,13 @@ def _init_worker(frame: pd.DataFrame, table_config: FeatureConfig, log_level: st
     logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(message)s")
 
 
-def _fold(config: TrainConfig, fold: int) -> dict:
-    """Fit fold ``fold`` (1-based) of ``config``'s split; UA of each member and of the ensemble."""
+def _fold(config: TrainConfig, fold: int, save: Path | None) -> dict:
+    """Fit fold ``fold`` (1-based) of ``config``'s split; UA of each member and of the ensemble.
+
+    With ``save``, writes the fold's test clips and every model's probabilities there
+    (``<taxonomy>-fold<k>.npz``: ``paths``, ``speakers``, ``targets``, ``labels``, ``members``
+    ``[m, n, k]``, ``ensemble`` ``[n, k]``, and ``stats`` and ``fused`` for a fused model).
+    """
     assert _FRAME is not None and _TABLE_CONFIG is not None
     started = time.perf_counter()
     taxonomy = load_taxonomy(config.taxonomy)
@@ -73,16 +78,23 @@ def _fold(config: TrainConfig, fold: int) -> dict:
     split = make_splits(data.frame, config.split, seed=config.seed)[fold - 1]
     model, _, _ = kind.fit(data, split.train_index, seed=config.seed + fold - 1, log_prefix=f"{split.name}: ", epochs=None)
     cnn = model.cnn if isinstance(model, FusedModel) else model
-    result = {
-        "members": [evaluate_split(kind, network, data, split)["metrics"]["ua"] for network in networks(cnn)],
-        "ensemble": evaluate_split(kind, cnn, data, split)["metrics"]["ua"],
-    }
+    members = [evaluate_split(kind, network, data, split) for network in networks(cnn)]
+    ensemble = evaluate_split(kind, cnn, data, split)
+    rows = ensemble["rows"]
+    result = {"members": [member["metrics"]["ua"] for member in members], "ensemble": ensemble["metrics"]["ua"]}
+    saved = {"members": np.stack([member["probabilities"] for member in members]), "ensemble": ensemble["probabilities"]}
     if isinstance(model, FusedModel):
         assert data.stats is not None
-        rows = split.test_index[data.is_original[split.test_index]]
-        predicted = model.stats_model.predict_proba(data.stats[rows]).argmax(axis=1)
-        result["stats"] = classification_metrics(data.targets[rows], predicted, data.labels)["ua"]
-        result["fused"] = evaluate_split(kind, model, data, split)["metrics"]["ua"]
+        saved["stats"] = model.stats_model.predict_proba(data.stats[rows])
+        result["stats"] = classification_metrics(data.targets[rows], saved["stats"].argmax(axis=1), data.labels)["ua"]
+        fused = evaluate_split(kind, model, data, split)
+        saved["fused"], result["fused"] = fused["probabilities"], fused["metrics"]["ua"]
+    if save is not None:
+        frame = data.frame.iloc[rows]
+        np.savez_compressed(
+            save / f"{config.taxonomy}-fold{fold}.npz", paths=frame["path"].to_numpy(dtype=str),
+            speakers=frame["speaker"].to_numpy(dtype=str), targets=data.targets[rows], labels=np.array(data.labels), **saved,
+        )
     return {**result, "seconds": time.perf_counter() - started}
 
 
@@ -95,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--config", default=str(ROOT / "conf" / "train_cnn.toml"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--save", type=Path, help="a folder for each fold's test probabilities (one .npz per fold)")
     parser.add_argument("--log-level", default="WARNING", help="of the training workers (INFO: one line per epoch)")
     args = parser.parse_args(argv)
     if args.members < 1:
@@ -112,10 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     frame, manifest = read_feature_table(spark, args.table, feature_columns=columns_for(first.feature_inputs()))
     table_config = table_feature_config(frame, manifest["feature_config"])
 
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
     tasks = [(taxonomy, fold) for taxonomy in configs for fold in folds]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.parallel, mp_context=context, initializer=_init_worker, initargs=(frame, table_config, args.log_level)) as pool:
-        futures = {task: pool.submit(_fold, configs[task[0]], task[1]) for task in tasks}
+        futures = {task: pool.submit(_fold, configs[task[0]], task[1], args.save) for task in tasks}
         results = {}
         for task, future in futures.items():
             results[task] = future.result()

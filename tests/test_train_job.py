@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jobs import evaluate, extract_features, train
@@ -118,12 +119,13 @@ def test_ensemble_bench_scores_each_member_and_their_ensemble_per_fold(tables, c
     assert "1 of 2 folds" in printed
 
 
-def test_ensemble_bench_with_a_stats_model_scores_it_and_the_fusion(tables, capsys) -> None:
+def test_ensemble_bench_with_a_stats_model_scores_it_and_the_fusion(tables, tmp_path: Path, capsys) -> None:
     from bench import ensemble_gain
+    from training.models.fusion import fuse_probabilities
 
     argv = ["--table", str(tables["default"]), "--taxonomies", "basic4", "--members", "1", "--folds", "1",
             "--set", "split.folds=2", "--set", "cnn.max_epochs=1", "--set", "cnn.channels=[8, 8]",
-            "--set", "cnn.stats_fusion_weight=0.35"]
+            "--set", "cnn.stats_fusion_weight=0.35", "--save", str(tmp_path / "saved")]
     assert ensemble_gain.main(argv) == 0
     printed = capsys.readouterr().out
     assert "and its fusion with the stats model" in printed and "| fused (0.35) |" in printed
@@ -131,3 +133,8 @@ def test_ensemble_bench_with_a_stats_model_scores_it_and_the_fusion(tables, caps
     member, mean, ensemble, gain, stats, fused = (float(cell) for cell in row[2:])
     assert member == mean == ensemble and gain == 0.0  # one network is its own ensemble
     assert 0.0 <= min(stats, fused) and max(stats, fused) <= 1.0
+    saved = np.load(tmp_path / "saved" / "basic4-fold1.npz")
+    n, k = saved["ensemble"].shape
+    assert saved["members"].shape == (1, n, k) and len(saved["paths"]) == len(saved["speakers"]) == len(saved["targets"]) == n
+    assert list(saved["labels"]) == ["angry", "happy", "neutral", "sad"]
+    np.testing.assert_allclose(saved["fused"], fuse_probabilities(saved["ensemble"], saved["stats"], 0.35), atol=1e-5)
