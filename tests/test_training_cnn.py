@@ -65,7 +65,7 @@ def test_training_is_deterministic_for_a_seed(config: CnnConfig) -> None:
 
 @pytest.mark.parametrize("change", [
     {"device": "tpu"}, {"stats_fusion_weight": 1.0}, {"stats_fusion_weight": -0.1}, {"stats_normalisation": "corpus"},
-    {"stats_regularisation_c": 0.0},
+    {"stats_regularisation_c": 0.0}, {"stats_regularisation_search": (0.1, -1.0)},
 ])
 def test_bad_device_and_stats_fusion_settings_are_refused(change: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="cnn\\."):
@@ -154,6 +154,32 @@ def test_model_input_stacks_maps_and_names_bad_shapes() -> None:
         model_input({"log_mel": batch["log_mel"], "mfcc": np.ones((2, 3, 19))}, ("log_mel", "mfcc"))
     with pytest.raises(UserError, match="at least 16 frames"):
         model_input({"log_mel": np.zeros((2, 8, 10))}, ("log_mel",))
+
+
+def test_with_several_corpora_every_corpus_and_class_weighs_the_same_in_the_loss() -> None:
+    from training.fitting import balanced_class_weights
+    from training.models.cnn import _EpochRunner
+
+    features, labels = _data(24)
+    corpora = np.array(["big"] * 18 + ["small"] * 6)
+
+    def runner(train_corpora: np.ndarray | None) -> _EpochRunner:
+        network = build_model(CONFIG, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=0)
+        return _EpochRunner(network, network, features, labels, train_corpora, CONFIG, seed=0, rank=0, world_size=1,
+                            device=torch.device("cpu"))
+
+    weights = runner(corpora).row_weights.numpy()
+    cells = [weights[(corpora == corpus) & (labels == label)].sum() for corpus in ("big", "small") for label in range(CLASSES)]
+    np.testing.assert_allclose(cells, len(labels) / 6, rtol=1e-6)  # six cells, equal totals
+    one_corpus = runner(None).row_weights.numpy()
+    np.testing.assert_array_equal(one_corpus, balanced_class_weights(labels, CLASSES).numpy()[labels])  # classes alone
+
+    trained = []
+    for train_corpora in (None, corpora):
+        network = build_model(CONFIG, input_rows=(ROWS,), n_classes=CLASSES, train_features=features, seed=0)
+        train_model(network, features, labels, CONFIG, seed=0, train_corpora=train_corpora)
+        trained.append(_weights(network))
+    assert any(not np.allclose(a, b) for a, b in zip(*trained))  # the weighting reaches the loss
 
 
 def _free_port() -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ser_udfs.errors import UserError
-from training.models.logreg import LogregConfig, LogregModel, fit_logreg
+from training.models.logreg import LogregConfig, LogregModel, fit_logreg, searched_config
 
 
 def _data(n_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +54,7 @@ def test_an_unknown_stats_normalisation_is_refused() -> None:
 
 
 def test_with_several_corpora_every_corpus_and_class_weighs_the_same() -> None:
-    from training.models.logreg import balanced_row_weights
+    from training.fitting import balanced_row_weights
 
     labels = np.array([0, 0, 0, 1, 0, 1, 1, 1, 1, 1])
     corpora = np.array(["big"] * 4 + ["small"] * 6)
@@ -82,3 +82,56 @@ def test_a_small_corpus_is_not_drowned_by_a_large_one() -> None:
     assert cue_ratio(pooled) < 0.1 and cue_ratio(balanced) > 0.5
     small_accuracy = [float((model.predict_proba(small).argmax(axis=1) == small_y).mean()) for model in (pooled, balanced)]
     assert small_accuracy[1] > small_accuracy[0] + 0.05
+
+
+def _nuisance_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two features that share a large nuisance: only a weakly regularised fit learns to subtract
+    it (a strongly regularised one follows the class means, i.e. feature 0 alone, near chance)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(120) % 2
+    nuisance = rng.normal(0, 5, 120)
+    stats = np.column_stack([labels + nuisance + rng.normal(0, 0.1, 120), nuisance])
+    return stats, labels, np.repeat(np.arange(12), 10)  # 12 speakers of 10 clips
+
+
+@pytest.mark.parametrize("candidates", [(1e-4, 10.0), (10.0, 1e-4)])
+def test_the_regularisation_search_picks_the_c_that_generalises_to_held_out_speakers(candidates, caplog) -> None:
+    from training.models.logreg import choose_regularisation
+
+    stats, labels, speakers = _nuisance_data()
+    config = LogregConfig(regularisation_c=1e-4, regularisation_search=candidates)
+    with caplog.at_level("INFO", logger="training.models.logreg"):
+        chosen = choose_regularisation(stats, labels, n_classes=2, config=config, seed=0, corpora=None, groups=speakers)
+    assert chosen == 10.0
+    assert "C = 10 chosen over 5 folds of 12 speakers" in caplog.text
+    resolved = searched_config(config, stats, labels, n_classes=2, seed=0, groups=speakers)
+    assert resolved.regularisation_c == 10.0 and resolved.regularisation_search == ()
+    searched = fit_logreg(stats, labels, n_classes=2, config=resolved, seed=0)
+    direct = fit_logreg(stats, labels, n_classes=2, config=LogregConfig(regularisation_c=10.0), seed=0)
+    np.testing.assert_allclose(searched.coef, direct.coef)
+    weak = fit_logreg(stats, labels, n_classes=2, config=LogregConfig(regularisation_c=1e-4), seed=0)
+    assert (searched.predict_proba(stats).argmax(axis=1) == labels).mean() > 0.95
+    assert (weak.predict_proba(stats).argmax(axis=1) == labels).mean() < 0.7
+
+
+def test_without_two_speakers_the_search_keeps_regularisation_c(caplog) -> None:
+    stats, labels, _ = _nuisance_data()
+    config = LogregConfig(regularisation_c=1e-4, regularisation_search=(10.0,))
+    with caplog.at_level("WARNING", logger="training.models.logreg"):
+        resolved = searched_config(config, stats, labels, n_classes=2, seed=0, groups=np.zeros(len(labels)))
+    model = fit_logreg(stats, labels, n_classes=2, config=resolved, seed=0)
+    assert "too few to choose C" in caplog.text
+    direct = fit_logreg(stats, labels, n_classes=2, config=LogregConfig(regularisation_c=1e-4), seed=0)
+    np.testing.assert_allclose(model.coef, direct.coef)
+
+
+def test_a_fit_refuses_a_config_whose_search_was_not_resolved() -> None:
+    stats, labels, _ = _nuisance_data()
+    with pytest.raises(ValueError, match="searched_config"):
+        fit_logreg(stats, labels, n_classes=2, config=LogregConfig(regularisation_search=(0.1, 1.0)), seed=0)
+
+
+@pytest.mark.parametrize("settings", [{"regularisation_search": (0.1, 0.0)}, {"search_folds": 1}])
+def test_a_bad_regularisation_search_is_refused(settings) -> None:
+    with pytest.raises(ValueError, match="logreg.regularisation_search"):
+        LogregConfig(**settings)

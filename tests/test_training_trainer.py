@@ -224,6 +224,18 @@ def test_speaker_standardised_logreg_removes_speaker_offsets(tmp_path: Path) -> 
     assert evaluation["metrics"]["ua"] > 0.9
 
 
+def test_a_regularisation_search_chooses_c_over_each_fits_own_speakers(tmp_path: Path, caplog) -> None:
+    frame = synthetic_frame(n_speakers=8, augmented=False)
+    config = replace(basic4("logreg", folds=4), logreg=LogregConfig(regularisation_search=(0.01, 1.0), search_folds=3))
+    with caplog.at_level("INFO", logger="training.models.logreg"):
+        result = train_from_frame(frame, config, feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path)
+    chosen = [line for line in caplog.messages if "chosen over" in line]
+    # one search per fold (6 training speakers each) and one for the bundle's fit on all 8
+    assert sum("over 3 folds of 6 speakers" in line for line in chosen) == 4
+    assert sum("over 3 folds of 8 speakers" in line for line in chosen) == 1 and len(chosen) == 5
+    assert result["metrics"]["ua"]["mean"] > 0.5
+
+
 @pytest.fixture(scope="module")
 def logreg_bundle(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("logreg")

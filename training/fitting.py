@@ -2,8 +2,9 @@
 
 The CNN (:mod:`training.models.cnn`), the fine-tuned encoder (:mod:`training.models.wav2vec2`)
 and the embedding head (:mod:`training.models.embedding_head`) record a :class:`TrainingHistory`
-per run, weight their loss with :func:`balanced_class_weights` and pick the epoch to keep with
-an :class:`EarlyStopping` on held-out speakers. Torch is imported inside the functions.
+per run, weight their loss with :func:`balanced_class_weights` (the CNN, row by row, with
+:func:`balanced_row_weights`, which also balances corpora) and pick the epoch to keep with an
+:class:`EarlyStopping` on held-out speakers. Torch is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -99,6 +100,15 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> "torch.Tensor"
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
     return torch.from_numpy(weights.astype(np.float32))
+
+
+def balanced_row_weights(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``[n]`` weights ``n / (cells * count of the row's cell)`` over the (group, label) cells that
+    have rows: every cell weighs the same in total. With one group this is scikit-learn's
+    ``class_weight="balanced"``."""
+    cells = np.array([f"{group}\x00{label}" for group, label in zip(np.asarray(groups).astype(str), labels)])
+    _, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
+    return len(cells) / (len(counts) * counts[inverse].astype(np.float64))
 
 
 def release_accelerator_memory() -> None:

@@ -51,7 +51,7 @@ from training.models.embedding_head import (
 )
 from training.models.fusion import FusedModel
 from training.models.hf_classifier import load_classifier
-from training.models.logreg import LogregConfig, LogregModel, fit_logreg
+from training.models.logreg import LogregConfig, LogregModel, fit_logreg, searched_config
 from training.models.wav2vec2 import FinetuneConfig, Wav2Vec2Classifier, fine_tune
 from training.speaker_norm import StatsNormalisation
 from training.splits import group_keys
@@ -92,14 +92,16 @@ class LogregKind:
         its held-out probabilities come from a fit on the other speakers, since a model cannot be
         calibrated on clips it trained on (``None`` when ``rows`` hold a single speaker).
         """
-        model = fit_logreg(data.inputs[rows], data.targets[rows], n_classes=len(data.labels), config=self.config, seed=seed,
+        config = searched_config(self.config, data.inputs[rows], data.targets[rows], n_classes=len(data.labels), seed=seed,
+                                 corpora=data.corpora[rows], groups=group_keys(data.frame.iloc[rows], self.split_method))
+        model = fit_logreg(data.inputs[rows], data.targets[rows], n_classes=len(data.labels), config=config, seed=seed,
                            corpora=data.corpora[rows])
         if len(set(group_keys(data.frame.iloc[rows], self.split_method))) < 2:
             return model, [], None
         train, held_out = data.early_stopping_rows(rows, method=self.split_method, fraction=self.config.calibration_fraction,
                                                    seed=seed, log_prefix=f"{log_prefix}calibration: ")
-        calibration_model = fit_logreg(data.inputs[train], data.targets[train], n_classes=len(data.labels),
-                                       config=self.config, seed=seed, corpora=data.corpora[train])
+        calibration_model = fit_logreg(data.inputs[train], data.targets[train], n_classes=len(data.labels), config=config,
+                                       seed=seed, corpora=data.corpora[train])
         return model, [], held_out_predictions(self, calibration_model, data, held_out)
 
     def predict(self, model: LogregModel, data: TrainingData, rows: np.ndarray) -> np.ndarray:
@@ -173,12 +175,15 @@ class CnnKind:
             return cnn, histories, held_out_predictions(self, cnn, data, held_out)
         assert data.stats is not None
         weight = self.config.stats_fusion_weight
-        stats_model = fit_logreg(data.stats[rows], data.targets[rows], n_classes=len(data.labels),
-                                 config=self.stats_config, seed=seed, corpora=data.corpora[rows])
+        stats_config = searched_config(self.stats_config, data.stats[rows], data.targets[rows], n_classes=len(data.labels),
+                                       seed=seed, corpora=data.corpora[rows],
+                                       groups=group_keys(data.frame.iloc[rows], self.split_method))
+        stats_model = fit_logreg(data.stats[rows], data.targets[rows], n_classes=len(data.labels), config=stats_config,
+                                 seed=seed, corpora=data.corpora[rows])
         if held_out is None:
             return FusedModel(cnn, stats_model, weight), histories, None
         calibration_stats = fit_logreg(data.stats[train_rows], data.targets[train_rows], n_classes=len(data.labels),
-                                       config=self.stats_config, seed=seed, corpora=data.corpora[train_rows])
+                                       config=stats_config, seed=seed, corpora=data.corpora[train_rows])
         fused = held_out_predictions(self, FusedModel(cnn, calibration_stats, weight), data, held_out)
         assert fused is not None
         fallback = cnn_predict_proba(cnn, data.inputs[held_out])
@@ -194,11 +199,12 @@ class CnnKind:
             return train_distributed(
                 self.distributed_runner, (data.inputs[rows], data.targets[rows]), self.config, n_classes=n_classes,
                 input_rows=data.input_rows, seed=seed, validation=validation, epochs=epochs, log_prefix=log_prefix,
+                train_corpora=data.corpora[rows],
             )
         network = build_model(self.config, input_rows=data.input_rows, n_classes=n_classes,
                               train_features=data.inputs[rows], seed=seed)
         history = train_model(network, data.inputs[rows], data.targets[rows], self.config, seed=seed,
-                              validation=validation, epochs=epochs, log_prefix=log_prefix)
+                              validation=validation, epochs=epochs, log_prefix=log_prefix, train_corpora=data.corpora[rows])
         return network, history
 
     def predict(self, model: CnnModel | FusedModel, data: TrainingData, rows: np.ndarray) -> np.ndarray:

@@ -110,6 +110,7 @@ class TrainConfig:
         if self.model == "logreg":
             return self.logreg
         return LogregConfig(inputs=self.cnn.stats_inputs, regularisation_c=self.cnn.stats_regularisation_c,
+                            regularisation_search=self.cnn.stats_regularisation_search,
                             class_balanced=self.cnn.class_balanced, normalisation=self.cnn.stats_normalisation)
 
 

@@ -47,7 +47,7 @@ from torch import nn
 
 from ser_udfs.encoders.torch_runtime import resolve_device
 from ser_udfs.errors import UserError
-from training.fitting import EarlyStopping, TrainingHistory, balanced_class_weights
+from training.fitting import EarlyStopping, TrainingHistory, balanced_row_weights
 from training.metrics import loss_and_ua
 from training.speaker_norm import STATS_NORMALISATIONS, StatsNormalisation
 from training.stats_inputs import check_stats_inputs
@@ -64,7 +64,8 @@ class CnnConfig:
 
     ``stats_fusion_weight > 0`` also fits a class-balanced logistic regression on the stats
     vectors, normalised as ``stats_normalisation`` says (:class:`training.models.logreg.LogregConfig`)
-    with ``C = stats_regularisation_c``, and fuses it with the CNN at that weight
+    with ``C = stats_regularisation_c`` (or chosen among ``stats_regularisation_search``, as
+    ``logreg.regularisation_search`` does), and fuses it with the CNN at that weight
     (:mod:`training.models.fusion`).
     """
 
@@ -96,6 +97,7 @@ class CnnConfig:
     stats_inputs: tuple[str, ...] = ("stats",)
     stats_normalisation: StatsNormalisation = "speaker"
     stats_regularisation_c: float = 0.1
+    stats_regularisation_search: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.inputs or set(self.inputs) - set(CNN_INPUTS) or len(set(self.inputs)) != len(self.inputs):
@@ -122,6 +124,8 @@ class CnnConfig:
         if self.stats_normalisation not in STATS_NORMALISATIONS or self.stats_regularisation_c <= 0:
             raise ValueError(f"cnn.stats_normalisation must be one of {list(STATS_NORMALISATIONS)} and "
                              "cnn.stats_regularisation_c positive")
+        if any(c <= 0 for c in self.stats_regularisation_search):
+            raise ValueError("cnn.stats_regularisation_search must hold positive values")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"cnn.device must be cpu, cuda or auto, got {self.device!r}")
 
@@ -321,6 +325,7 @@ def train_model(
     rank: int = 0,
     world_size: int = 1,
     log_prefix: str = "",
+    train_corpora: np.ndarray | None = None,
 ) -> TrainingHistory:
     """Train ``model`` in place; with ``validation``, stop early and restore the kept epoch.
 
@@ -342,6 +347,10 @@ def train_model(
         conditions under which the number of epochs was chosen.
     rank, world_size
         Position in a DDP group: the rank trains on its share of every batch.
+    train_corpora
+        The corpus of each training row ``[n]``. With ``config.class_balanced`` every (corpus,
+        class) cell weighs the same in the loss (:func:`training.fitting.balanced_row_weights`),
+        so a large corpus does not drown a small one; ``None`` (or one corpus): classes alone.
 
     The network trains on ``config.device`` and is returned on the CPU. Batch order, masks and
     mixup partners are drawn on the CPU, so a GPU run sees the same batches as a CPU run (its
@@ -349,7 +358,7 @@ def train_model(
     """
     network: EmotionCnn = getattr(model, "module", model)
     device = _place_network(network, config, world_size)
-    run = _EpochRunner(model, network, train_features, train_labels, config, seed=seed, rank=rank,
+    run = _EpochRunner(model, network, train_features, train_labels, train_corpora, config, seed=seed, rank=rank,
                        world_size=world_size, device=device)
     n_epochs = config.max_epochs if validation is not None else (epochs or config.max_epochs)
     history = TrainingHistory()
@@ -407,7 +416,8 @@ class _EpochRunner:
     """
 
     def __init__(self, model: nn.Module, network: EmotionCnn, train_features: np.ndarray, train_labels: np.ndarray,
-                 config: CnnConfig, *, seed: int, rank: int, world_size: int, device: torch.device) -> None:
+                 train_corpora: np.ndarray | None, config: CnnConfig, *, seed: int, rank: int, world_size: int,
+                 device: torch.device) -> None:
         self.model, self.network, self.config = model, network, config
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.n_rows = len(train_labels) - len(train_labels) % world_size
@@ -421,8 +431,9 @@ class _EpochRunner:
             self.optimizer, max_lr=config.learning_rate, total_steps=config.max_epochs * self.steps_per_epoch,
             pct_start=0.2,
         )
-        n_classes = network.architecture.n_classes
-        self.class_weights = balanced_class_weights(train_labels, n_classes).to(device) if config.class_balanced else None
+        corpora = np.zeros(len(train_labels)) if train_corpora is None else train_corpora
+        self.row_weights = (torch.from_numpy(balanced_row_weights(train_labels, corpora).astype(np.float32)).to(device)
+                            if config.class_balanced else None)
         self.features = torch.from_numpy(np.ascontiguousarray(train_features, dtype=np.float32)).to(device)
         self.labels = torch.from_numpy(np.asarray(train_labels, dtype=np.int64)).to(device)
         self.device = device
@@ -437,8 +448,9 @@ class _EpochRunner:
         total_loss = torch.zeros((), device=self.device)  # summed on the device: no wait for a GPU per step
         for step in range(self.steps_per_epoch):
             index = own[step * self.rank_batch : (step + 1) * self.rank_batch]
+            weights = None if self.row_weights is None else self.row_weights[index]
             loss = _training_step(self.model, self.network, self.features[index], self.labels[index], config,
-                                  self.class_weights, self.generator, self.mixup_rng)
+                                  weights, self.generator, self.mixup_rng)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.gradient_clip_norm > 0:
@@ -458,7 +470,7 @@ def _training_step(
     features: torch.Tensor,
     labels: torch.Tensor,
     config: CnnConfig,
-    class_weights: torch.Tensor | None,
+    row_weights: torch.Tensor | None,
     generator: torch.Generator,
     mixup_rng: np.random.Generator,
 ) -> torch.Tensor:
@@ -469,9 +481,11 @@ def _training_step(
         partner = torch.randperm(len(labels), generator=generator).to(features.device)
         normalised = mix * normalised + (1 - mix) * normalised[partner]
         targets = mix * targets + (1 - mix) * targets[partner]
+        if row_weights is not None:
+            row_weights = mix * row_weights + (1 - mix) * row_weights[partner]
     # Through ``model`` (not ``network``) so that a DDP wrapper synchronises the gradients.
     logits = model(normalised, already_normalised=True)
-    return _soft_cross_entropy(logits, targets, config.label_smoothing, class_weights)
+    return _soft_cross_entropy(logits, targets, config.label_smoothing, row_weights)
 
 
 def spec_augment(normalised: torch.Tensor, config: CnnConfig, generator: torch.Generator) -> torch.Tensor:
@@ -503,14 +517,13 @@ def _update_average(averaged: nn.Module, network: nn.Module, decay: float, *, st
 
 
 def _soft_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, smoothing: float, class_weights: torch.Tensor | None
+    logits: torch.Tensor, targets: torch.Tensor, smoothing: float, row_weights: torch.Tensor | None
 ) -> torch.Tensor:
     n_classes = logits.shape[1]
     smoothed = targets * (1 - smoothing) + smoothing / n_classes
     per_row = -(smoothed * F.log_softmax(logits, dim=1)).sum(dim=1)
-    if class_weights is None:
+    if row_weights is None:
         return per_row.mean()
-    row_weights = targets @ class_weights
     return (per_row * row_weights).sum() / row_weights.sum()
 
 

@@ -47,6 +47,7 @@ def train_distributed(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     epochs: int | None = None,
     log_prefix: str = "",
+    train_corpora: np.ndarray | None = None,
 ) -> tuple[EmotionCnn, TrainingHistory]:
     """Train a CNN through ``runner`` (a DDP launcher) and return rank 0's model and history.
 
@@ -57,7 +58,7 @@ def train_distributed(
         ``TorchDistributor(num_processes=2, local_mode=True, use_gpu=False).run``.
     train
         ``(features [n, rows, frames], labels [n])``.
-    validation, epochs, seed, log_prefix
+    validation, epochs, seed, log_prefix, train_corpora
         As for :func:`training.models.cnn.train_model`.
     """
     from safetensors.torch import load_file
@@ -66,6 +67,8 @@ def train_distributed(
         folder = Path(data_dir)
         np.save(folder / "train_features.npy", np.ascontiguousarray(train[0], dtype=np.float32), allow_pickle=False)
         np.save(folder / "train_labels.npy", np.asarray(train[1], dtype=np.int64), allow_pickle=False)
+        if train_corpora is not None:
+            np.save(folder / "train_corpora.npy", np.asarray(train_corpora).astype(str), allow_pickle=False)
         if validation is not None:
             np.save(folder / "validation_features.npy", np.ascontiguousarray(validation[0], dtype=np.float32), allow_pickle=False)
             np.save(folder / "validation_labels.npy", np.asarray(validation[1], dtype=np.int64), allow_pickle=False)
@@ -91,7 +94,7 @@ def run_training_process(data_dir: str, settings_json: str) -> dict[str, Any] | 
     ----------
     data_dir
         Directory with ``train_features.npy`` ``[n, rows, frames]``, ``train_labels.npy``
-        ``[n]`` and optionally ``validation_*.npy``; rank 0 writes ``model.safetensors`` and
+        ``[n]`` and optionally ``train_corpora.npy`` ``[n]`` and ``validation_*.npy``; rank 0 writes ``model.safetensors`` and
         ``history.json`` there.
     settings_json
         JSON of ``config`` (:class:`CnnConfig` dict), ``n_classes``, ``input_rows``, ``seed``,
@@ -118,6 +121,8 @@ def run_training_process(data_dir: str, settings_json: str) -> dict[str, Any] | 
         rank, world_size = dist.get_rank(), dist.get_world_size()
         train_features = np.load(folder / "train_features.npy", allow_pickle=False)
         train_labels = np.load(folder / "train_labels.npy", allow_pickle=False)
+        corpora_file = folder / "train_corpora.npy"
+        train_corpora = np.load(corpora_file, allow_pickle=False) if corpora_file.exists() else None
         validation = None
         if (folder / "validation_features.npy").exists():
             validation = (
@@ -142,6 +147,7 @@ def run_training_process(data_dir: str, settings_json: str) -> dict[str, Any] | 
             rank=rank,
             world_size=world_size,
             log_prefix=f"{settings['log_prefix']}[rank {rank}/{world_size}, pid {os.getpid()}] ",
+            train_corpora=train_corpora,
         )
         if rank == 0:
             save_file({name: t.detach().contiguous() for name, t in model.state_dict().items()}, str(folder / WEIGHTS_FILE))

@@ -7,11 +7,13 @@ coefficients, intercepts), so a bundle needs neither pickle nor scikit-learn to 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ser_udfs.errors import UserError
+from training.fitting import balanced_row_weights
+from training.metrics import classification_metrics
 from training.speaker_norm import STATS_NORMALISATIONS, StatsNormalisation
 from training.stats_inputs import check_stats_inputs
 
@@ -29,6 +31,9 @@ class LogregConfig:
     ``"global"`` standardises the stats with the training set's mean and std only; ``"speaker"``
     first standardises each speaker's vectors with that speaker's own (:mod:`training.speaker_norm`),
     in training and wherever the model is applied (which then needs each row's speaker).
+    ``regularisation_search``: when not empty, the candidate values of ``C``; each fit chooses
+    among them by ``search_folds``-fold cross-validation on its own rows, grouped by speaker (the
+    mean UA on the held-out speakers; the first best wins), and ``regularisation_c`` is not used.
     ``calibration_fraction`` (``--model logreg`` only): share of each fit's speakers held out of
     a second fit whose probabilities on them fit the bundle's temperature
     (:mod:`training.calibration`); the model itself is fitted on all the rows. ``inputs``: the
@@ -38,6 +43,8 @@ class LogregConfig:
 
     inputs: tuple[str, ...] = ("stats",)
     regularisation_c: float = 1.0
+    regularisation_search: tuple[float, ...] = ()
+    search_folds: int = 5
     max_iter: int = 3000
     class_balanced: bool = True
     normalisation: StatsNormalisation = "global"
@@ -46,6 +53,8 @@ class LogregConfig:
     def __post_init__(self) -> None:
         if self.regularisation_c <= 0 or self.max_iter < 1:
             raise ValueError("logreg.regularisation_c must be positive and logreg.max_iter at least 1")
+        if any(c <= 0 for c in self.regularisation_search) or self.search_folds < 2:
+            raise ValueError("logreg.regularisation_search must hold positive values and logreg.search_folds be at least 2")
         if not 0 < self.calibration_fraction < 1:
             raise ValueError("logreg.calibration_fraction must lie in (0, 1)")
         check_stats_inputs(self.inputs, setting="logreg.inputs")
@@ -130,7 +139,9 @@ def fit_logreg(
     stats: np.ndarray, labels: np.ndarray, *, n_classes: int, config: LogregConfig, seed: int,
     corpora: np.ndarray | None = None,
 ) -> LogregModel:
-    """Standardise ``stats`` ``[n, d]`` and fit a (class-balanced) multinomial logistic regression.
+    """Standardise ``stats`` ``[n, d]`` and fit a (class-balanced) multinomial logistic regression
+    with ``C = config.regularisation_c`` (a config with a ``regularisation_search`` goes through
+    :func:`searched_config` first).
 
     Parameters
     ----------
@@ -144,19 +155,92 @@ def fit_logreg(
         corpus, each (corpus, class) cell weighs the same in the fit (:func:`balanced_row_weights`),
         so a large corpus does not drown a small one; otherwise classes are balanced.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    if config.regularisation_search:
+        raise ValueError("the config still holds a regularisation search: resolve it with searched_config first")
+    stats = _checked(stats, labels)
+    return _fit(stats, labels, config.regularisation_c, n_classes=n_classes, config=config, seed=seed, corpora=corpora)
 
+
+def searched_config(
+    config: LogregConfig, stats: np.ndarray, labels: np.ndarray, *, n_classes: int, seed: int,
+    corpora: np.ndarray | None = None, groups: np.ndarray | None = None,
+) -> LogregConfig:
+    """``config`` with ``regularisation_c`` chosen among ``regularisation_search`` on these rows
+    (:func:`choose_regularisation`) and the search removed; ``config`` itself without a search.
+
+    ``stats`` ``[n, d]``, ``labels``, ``corpora`` and ``groups`` ``[n]`` are the rows the model
+    will be fitted on; ``groups`` holds each row's speaker (or other unit a split never divides).
+    A fit's second model (e.g. the one that calibrates on held-out speakers) takes the same C.
+    """
+    if not config.regularisation_search:
+        return config
+    c = choose_regularisation(_checked(stats, labels), labels, n_classes=n_classes, config=config, seed=seed,
+                              corpora=corpora, groups=groups)
+    return replace(config, regularisation_c=c, regularisation_search=())
+
+
+def _checked(stats: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``stats`` as float64, refusing non-finite values and fewer than two classes."""
     stats = np.asarray(stats, dtype=np.float64)
     if not np.isfinite(stats).all():
         raise UserError("the stats vectors hold NaN or infinite values; re-extract the features")
     present = np.unique(labels)
     if len(present) < 2:
         raise UserError(f"the training side holds only {len(present)} class(es); at least 2 are needed")
+    return stats
+
+
+def choose_regularisation(
+    stats: np.ndarray, labels: np.ndarray, *, n_classes: int, config: LogregConfig, seed: int,
+    corpora: np.ndarray | None, groups: np.ndarray | None,
+) -> float:
+    """The value of ``config.regularisation_search`` with the best mean UA over folds of ``groups``.
+
+    The rows ``[n]`` are cut into ``config.search_folds`` folds of whole groups (fewer when there
+    are fewer groups); each candidate is fitted on all folds but one and scored (UA) on the one
+    left out (folds whose training side holds a single class are skipped). With fewer than two
+    groups there is nothing to hold out: ``config.regularisation_c``.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    n_groups = 0 if groups is None else len(np.unique(groups))
+    folds = [] if n_groups < 2 else [
+        (train, held_out) for train, held_out in GroupKFold(min(config.search_folds, n_groups)).split(stats, labels, groups)
+        if len(np.unique(labels[train])) >= 2
+    ]
+    if not folds:
+        logger.warning("logistic regression: %d speaker(s), too few to choose C among %s; using C = %g",
+                       n_groups, list(config.regularisation_search), config.regularisation_c)
+        return config.regularisation_c
+    class_names = [str(k) for k in range(n_classes)]
+    scores = []
+    for c in config.regularisation_search:
+        fold_scores = []
+        for train, held_out in folds:
+            model = _fit(stats[train], labels[train], c, n_classes=n_classes, config=config, seed=seed,
+                         corpora=None if corpora is None else corpora[train])
+            predicted = model.predict_proba(stats[held_out]).argmax(axis=1)
+            fold_scores.append(classification_metrics(labels[held_out], predicted, class_names)["ua"])
+        scores.append(float(np.mean(fold_scores)))
+    best = config.regularisation_search[int(np.argmax(scores))]
+    logger.info("logistic regression: C = %g chosen over %d folds of %d speakers (mean UA %s)", best, len(folds), n_groups,
+                ", ".join(f"{c:g}: {score:.3f}" for c, score in zip(config.regularisation_search, scores)))
+    return best
+
+
+def _fit(
+    stats: np.ndarray, labels: np.ndarray, c: float, *, n_classes: int, config: LogregConfig, seed: int,
+    corpora: np.ndarray | None,
+) -> LogregModel:
+    """:func:`fit_logreg` with ``C = c``, on :func:`_checked` inputs."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    present = np.unique(labels)
     scaler = StandardScaler().fit(stats)
     by_corpus = config.class_balanced and corpora is not None and len(set(corpora)) > 1
     classifier = LogisticRegression(
-        C=config.regularisation_c,
+        C=c,
         max_iter=config.max_iter,
         class_weight="balanced" if config.class_balanced and not by_corpus else None,
         random_state=seed,
@@ -170,15 +254,6 @@ def fit_logreg(
     intercept = np.full(n_classes, fitted_intercept.min() - ABSENT_CLASS_LOGIT_OFFSET)
     coef[classifier.classes_] = fitted_coef
     intercept[classifier.classes_] = fitted_intercept
-    logger.info("logistic regression: %d rows, %d stats, %d classes, %d iterations",
-                len(labels), stats.shape[1], len(present), int(np.max(classifier.n_iter_)))
+    logger.info("logistic regression: %d rows, %d stats, %d classes, C = %g, %d iterations",
+                len(labels), stats.shape[1], len(present), c, int(np.max(classifier.n_iter_)))
     return LogregModel(mean=scaler.mean_, scale=scaler.scale_, coef=coef, intercept=intercept)
-
-
-def balanced_row_weights(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """``[n]`` weights ``n / (cells * count of the row's cell)`` over the (group, label) cells that
-    have rows: every cell weighs the same in total. With one group this is scikit-learn's
-    ``class_weight="balanced"``."""
-    cells = np.array([f"{group}\x00{label}" for group, label in zip(np.asarray(groups).astype(str), labels)])
-    _, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
-    return len(cells) / (len(counts) * counts[inverse].astype(np.float64))
