@@ -10,6 +10,7 @@ import pytest
 
 from jobs import evaluate, extract_features, train
 from jobs._cli import run
+from ser_udfs.errors import UserError
 from ser_udfs.synthetic.speech import write_demo_corpus
 
 pytestmark = pytest.mark.spark
@@ -138,3 +139,20 @@ def test_ensemble_bench_with_a_stats_model_scores_it_and_the_fusion(tables, tmp_
     assert saved["members"].shape == (1, n, k) and len(saved["paths"]) == len(saved["speakers"]) == len(saved["targets"]) == n
     assert list(saved["labels"]) == ["angry", "happy", "neutral", "sad"]
     np.testing.assert_allclose(saved["fused"], fuse_probabilities(saved["ensemble"], saved["stats"], 0.35), atol=1e-5)
+
+    from bench import fusion_refit
+
+    # The same stats settings refitted: the saved run's stats and fused UA again, at weight 0.35.
+    assert fusion_refit.main(["--table", str(tables["default"]), "--saved", str(tmp_path / "saved"), "--taxonomies",
+                              "basic4", "--weights", "0.35,0.6", "--set", "split.folds=2", "--set", "cnn.channels=[8, 8]",
+                              "--set", "cnn.stats_fusion_weight=0.35"]) == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("| fold |"))
+    assert header.split("|")[2:-1] == [f" {name} " for name in ("ensemble", "saved stats", "saved fused", "C", "stats",
+                                                                 "fused 0.35", "fused 0.6")]
+    refitted = dict(zip(header.split("|")[2:-1], next(line for line in printed.splitlines() if line.startswith("| 1 |")).split("|")[2:-1]))
+    assert float(refitted[" stats "]) == pytest.approx(stats, abs=1e-3) and refitted[" stats "] == refitted[" saved stats "]
+    assert float(refitted[" fused 0.35 "]) == pytest.approx(fused, abs=1e-3)
+    with pytest.raises(UserError, match="not this split's"):
+        fusion_refit.main(["--table", str(tables["default"]), "--saved", str(tmp_path / "saved"), "--taxonomies", "basic4",
+                           "--set", "split.folds=3", "--set", "cnn.stats_fusion_weight=0.35"])

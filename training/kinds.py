@@ -173,13 +173,8 @@ class CnnKind:
             cnn = CnnEnsemble(architecture, members)
         if self.config.stats_fusion_weight == 0:
             return cnn, histories, held_out_predictions(self, cnn, data, held_out)
-        assert data.stats is not None
         weight = self.config.stats_fusion_weight
-        stats_config = searched_config(self.stats_config, data.stats[rows], data.targets[rows], n_classes=len(data.labels),
-                                       seed=seed, corpora=data.corpora[rows],
-                                       groups=group_keys(data.frame.iloc[rows], self.split_method))
-        stats_model = fit_logreg(data.stats[rows], data.targets[rows], n_classes=len(data.labels), config=stats_config,
-                                 seed=seed, corpora=data.corpora[rows])
+        stats_model, stats_config = self.fit_stats_model(data, rows, seed=seed)
         if held_out is None:
             return FusedModel(cnn, stats_model, weight), histories, None
         calibration_stats = fit_logreg(data.stats[train_rows], data.targets[train_rows], n_classes=len(data.labels),
@@ -189,6 +184,16 @@ class CnnKind:
         fallback = cnn_predict_proba(cnn, data.inputs[held_out])
         return (FusedModel(cnn, stats_model, weight), histories,
                 HeldOut(fused.probabilities, fused.targets, fallback_probabilities=fallback))
+
+    def fit_stats_model(self, data: TrainingData, rows: np.ndarray, *, seed: int) -> tuple[LogregModel, LogregConfig]:
+        """The fused stats model fitted on ``rows`` (its C chosen on them when the config searches),
+        and the config it was fitted with (the search resolved)."""
+        assert data.stats is not None
+        config = searched_config(self.stats_config, data.stats[rows], data.targets[rows], n_classes=len(data.labels),
+                                 seed=seed, corpora=data.corpora[rows], groups=group_keys(data.frame.iloc[rows], self.split_method))
+        model = fit_logreg(data.stats[rows], data.targets[rows], n_classes=len(data.labels), config=config, seed=seed,
+                           corpora=data.corpora[rows])
+        return model, config
 
     def _train_network(self, data: TrainingData, rows: np.ndarray, *, seed: int,
                        validation: tuple[np.ndarray, np.ndarray] | None, epochs: int | None,
