@@ -37,14 +37,14 @@ from training.kinds import CnnKind  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
 from training.models.fusion import fuse_probabilities  # noqa: E402
 from training.protocol import TrainConfig, map_labels, model_kind  # noqa: E402
-from training.splits import make_splits  # noqa: E402
+from training.splits import Split, make_splits  # noqa: E402
 from training.taxonomy import load_taxonomy  # noqa: E402
 
 
-def refit_fold(kind: CnnKind, data: TrainingData, config: TrainConfig, fold: int, saved: dict[str, np.ndarray],
-               weights: list[float]) -> dict[str, float]:
-    """UA of the saved models and of the refitted stats model (alone and fused at each weight) on one fold."""
-    split = make_splits(data.frame, config.split, seed=config.seed)[fold - 1]
+def refit_fold(kind: CnnKind, data: TrainingData, config: TrainConfig, split: Split, fold: int,
+               saved: dict[str, np.ndarray], weights: list[float]) -> dict[str, float]:
+    """UA of the saved models and of the refitted stats model (alone and fused at each weight) on
+    fold ``fold`` (1-based), ``split``."""
     rows = split.test_index[data.is_original[split.test_index]]
     if list(data.frame["path"].iloc[rows].astype(str)) != list(saved["paths"]):
         raise UserError(f"fold {fold}: the saved test clips are not this split's; give the saved run's --set options")
@@ -87,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         kind = model_kind(config, taxonomy=taxonomy)
         mapped, labels, _ = map_labels(frame, taxonomy)
         data = kind.training_data(mapped, labels, table_feature_config(frame, manifest["feature_config"]))
+        splits = make_splits(data.frame, config.split, seed=config.seed)
         results = {}
         for path in files:
             fold = int(path.stem.rsplit("fold", 1)[1])
+            if fold > len(splits):
+                raise UserError(f"{path.name}: the split has {len(splits)} folds; give the saved run's --set options")
             with np.load(path) as saved:
-                results[fold] = refit_fold(kind, data, config, fold, dict(saved), weights)
+                results[fold] = refit_fold(kind, data, config, splits[fold - 1], fold, dict(saved), weights)
         columns = list(next(iter(results.values())))
         print(f"\n{taxonomy_name}: UA per fold, the saved run's models and the refitted stats model "
               f"({config.split.describe()}; {' '.join(args.set)})")

@@ -51,7 +51,7 @@ from training.models.embedding_head import (
 )
 from training.models.fusion import FusedModel
 from training.models.hf_classifier import load_classifier
-from training.models.logreg import LogregConfig, LogregModel, fit_logreg, searched_config
+from training.models.logreg import LogregConfig, LogregModel, fit_logreg, fit_logreg_searched
 from training.models.wav2vec2 import FinetuneConfig, Wav2Vec2Classifier, fine_tune
 from training.speaker_norm import StatsNormalisation
 from training.splits import group_keys
@@ -92,11 +92,10 @@ class LogregKind:
         its held-out probabilities come from a fit on the other speakers, since a model cannot be
         calibrated on clips it trained on (``None`` when ``rows`` hold a single speaker).
         """
-        config = searched_config(self.config, data.inputs[rows], data.targets[rows], n_classes=len(data.labels), seed=seed,
-                                 corpora=data.corpora[rows], groups=group_keys(data.frame.iloc[rows], self.split_method))
-        model = fit_logreg(data.inputs[rows], data.targets[rows], n_classes=len(data.labels), config=config, seed=seed,
-                           corpora=data.corpora[rows])
-        if len(set(group_keys(data.frame.iloc[rows], self.split_method))) < 2:
+        groups = group_keys(data.frame.iloc[rows], self.split_method)
+        model, config = fit_logreg_searched(data.inputs[rows], data.targets[rows], n_classes=len(data.labels),
+                                            config=self.config, seed=seed, corpora=data.corpora[rows], groups=groups)
+        if len(set(groups)) < 2:
             return model, [], None
         train, held_out = data.early_stopping_rows(rows, method=self.split_method, fraction=self.config.calibration_fraction,
                                                    seed=seed, log_prefix=f"{log_prefix}calibration: ")
@@ -189,11 +188,8 @@ class CnnKind:
         """The fused stats model fitted on ``rows`` (its C chosen on them when the config searches),
         and the config it was fitted with (the search resolved)."""
         assert data.stats is not None
-        config = searched_config(self.stats_config, data.stats[rows], data.targets[rows], n_classes=len(data.labels),
-                                 seed=seed, corpora=data.corpora[rows], groups=group_keys(data.frame.iloc[rows], self.split_method))
-        model = fit_logreg(data.stats[rows], data.targets[rows], n_classes=len(data.labels), config=config, seed=seed,
-                           corpora=data.corpora[rows])
-        return model, config
+        return fit_logreg_searched(data.stats[rows], data.targets[rows], n_classes=len(data.labels), config=self.stats_config,
+                                   seed=seed, corpora=data.corpora[rows], groups=group_keys(data.frame.iloc[rows], self.split_method))
 
     def _train_network(self, data: TrainingData, rows: np.ndarray, *, seed: int,
                        validation: tuple[np.ndarray, np.ndarray] | None, epochs: int | None,

@@ -179,6 +179,16 @@ def searched_config(
     return replace(config, regularisation_c=c, regularisation_search=())
 
 
+def fit_logreg_searched(
+    stats: np.ndarray, labels: np.ndarray, *, n_classes: int, config: LogregConfig, seed: int,
+    corpora: np.ndarray | None = None, groups: np.ndarray | None = None,
+) -> tuple[LogregModel, LogregConfig]:
+    """:func:`searched_config` then :func:`fit_logreg` on the same rows: the model and the config
+    it was fitted with (C resolved), for a second fit that must take the same C."""
+    resolved = searched_config(config, stats, labels, n_classes=n_classes, seed=seed, corpora=corpora, groups=groups)
+    return fit_logreg(stats, labels, n_classes=n_classes, config=resolved, seed=seed, corpora=corpora), resolved
+
+
 def _checked(stats: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``stats`` as float64, refusing non-finite values and fewer than two classes."""
     stats = np.asarray(stats, dtype=np.float64)
