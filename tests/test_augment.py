@@ -90,6 +90,28 @@ def test_telephone_channel_is_band_limited(waveform: np.ndarray) -> None:
     assert telephone_channel(white[:-1], SAMPLE_RATE).shape == (SAMPLE_RATE - 1,)
 
 
+def test_telephone_line_noise_sits_at_the_drawn_absolute_level(waveform: np.ndarray) -> None:
+    config = AugmentConfig(effects=("telephone",), telephone_noise_dbfs_range=(-40.0, -40.0))
+    quiet, loud = waveform * 0.01, waveform
+    (tag, line_quiet), = augment_variants(quiet, SAMPLE_RATE, config, n_variants=1, seed=0)
+    (_, line_loud), = augment_variants(loud, SAMPLE_RATE, config, n_variants=1, seed=0)
+    assert tag == "telephone_noise-40db"
+    # the noise is the same absolute level under quiet and loud speech: what the line adds to
+    # each is the noise (plus µ-law error), band-limited to about 3100 of the 8000 Hz it was drawn over
+    clean_quiet = telephone_channel(quiet, SAMPLE_RATE)
+    clean_loud = telephone_channel(loud, SAMPLE_RATE)
+    for noisy, clean in ((line_quiet, clean_quiet), (line_loud, clean_loud)):
+        noise_db = 10 * np.log10(np.mean((noisy - clean) ** 2))
+        assert -40.0 - 6.0 < noise_db < -40.0 - 2.0
+    silence = np.zeros(SAMPLE_RATE, np.float32)
+    assert np.max(np.abs(telephone_channel(silence, SAMPLE_RATE))) < 1e-3
+    noise = telephone_channel(silence, SAMPLE_RATE, noise_dbfs=-40.0, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(noise, telephone_channel(silence, SAMPLE_RATE, noise_dbfs=-40.0,
+                                                           rng=np.random.default_rng(1)))
+    with pytest.raises(ValueError, match="rng"):
+        telephone_channel(silence, SAMPLE_RATE, noise_dbfs=-40.0)
+
+
 def test_mu_law_round_trip() -> None:
     samples = np.linspace(-1, 1, 1001)
     codes = mu_law_encode(samples)
@@ -109,6 +131,9 @@ def test_edge_cases_and_bad_configs(waveform: np.ndarray) -> None:
         from_dict(AugmentConfig, {"effects": ["reverb"]})
     with pytest.raises(ConfigError, match="low <= high"):
         from_dict(AugmentConfig, {"gain_db_range": [6.0, -6.0]})
+    for bad in ([-50.0, -60.0], [-60.0, 3.0], [-60.0]):
+        with pytest.raises(ConfigError, match="telephone_noise_dbfs_range"):
+            from_dict(AugmentConfig, {"telephone_noise_dbfs_range": bad})
 
 
 def test_conf_file_matches_the_defaults() -> None:

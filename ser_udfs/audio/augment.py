@@ -1,4 +1,4 @@
-"""Waveform augmentation: noise at an SNR, gain, time stretch, pitch shift, a telephone channel.
+"""Waveform augmentation: noise at an SNR, gain, time stretch, pitch shift, a telephone channel (with line noise).
 
 Pure NumPy in, NumPy out; no Spark. The extraction job applies :func:`augment_variants` to the
 mono waveform at the target sample rate *before* normalise / trim / fix-duration, and stores
@@ -50,6 +50,9 @@ class AugmentConfig:
     pitch_shift_semitones_range: tuple[float, ...] = (-2.0, 2.0)
     telephone_band_hz: tuple[float, ...] = (300.0, 3400.0)
     telephone_sample_rate_hz: int = 8000
+    #: ``[low, high]`` dBFS of the line noise the telephone channel adds (RMS, before band-limiting,
+    #: at an absolute level as a real line's: quiet speech gets a low SNR); empty: no line noise.
+    telephone_noise_dbfs_range: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.effects:
@@ -70,6 +73,12 @@ class AugmentConfig:
             bounds = getattr(self, name)
             if len(bounds) != 2 or bounds[0] > bounds[1]:
                 raise ValueError(f"augment.{name} must be [low, high] with low <= high, got {list(bounds)}")
+        noise = self.telephone_noise_dbfs_range
+        if noise and (len(noise) != 2 or not noise[0] <= noise[1] < 0):
+            raise ValueError(
+                "augment.telephone_noise_dbfs_range must be empty (no line noise) or [low, high] dBFS with "
+                f"low <= high < 0, got {list(noise)}"
+            )
         if not 0.1 <= self.time_stretch_rate_range[0]:
             raise ValueError("augment.time_stretch_rate_range must stay above 0.1")
         low_hz, high_hz = self.telephone_band_hz
@@ -169,13 +178,17 @@ def _apply_effects(
             transform = AddGaussianSNR(min_snr_db=snr_db, max_snr_db=snr_db, p=1.0)
             tags.append(f"noise_snr{snr_db:.0f}")
         else:
+            noise_range = config.telephone_noise_dbfs_range
+            noise_dbfs = float(rng.uniform(*noise_range)) if noise_range else None
             samples = telephone_channel(
                 samples,
                 sample_rate,
                 band_hz=(config.telephone_band_hz[0], config.telephone_band_hz[1]),
                 channel_sample_rate_hz=config.telephone_sample_rate_hz,
+                noise_dbfs=noise_dbfs,
+                rng=np.random.default_rng(effect_seed),
             )
-            tags.append("telephone")
+            tags.append("telephone" if noise_dbfs is None else f"telephone_noise{noise_dbfs:.0f}db")
             continue
         with _global_random_seeded(effect_seed):
             samples = np.asarray(transform(samples, sample_rate=sample_rate), dtype=np.float32)
@@ -188,8 +201,10 @@ def telephone_channel(
     *,
     band_hz: tuple[float, float] = (300.0, 3400.0),
     channel_sample_rate_hz: int = 8000,
+    noise_dbfs: float | None = None,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Simulate a narrow-band telephone line: band-limit, 8-bit µ-law at 8 kHz, and back.
+    """Simulate a narrow-band telephone line: line noise, band-limit, 8-bit µ-law at 8 kHz, and back.
 
     Parameters
     ----------
@@ -201,6 +216,11 @@ def telephone_channel(
         Pass band ``(low, high)`` of the line in Hz.
     channel_sample_rate_hz
         Sample rate of the codec (G.711 uses 8000 Hz).
+    noise_dbfs
+        RMS level in dBFS of white Gaussian line noise added before band-limiting, at an absolute
+        level (not relative to the speech, as a line's noise is not); ``None``: none.
+    rng
+        Draws the noise (required with ``noise_dbfs``).
 
     Returns
     -------
@@ -214,6 +234,10 @@ def telephone_channel(
     if sample_rate <= 2 * high_hz:
         raise ValueError(f"telephone_channel needs a sample rate above {2 * high_hz:g} Hz, got {sample_rate}")
     samples = np.asarray(waveform, dtype=np.float32)
+    if noise_dbfs is not None:
+        if rng is None:
+            raise ValueError("telephone_channel needs rng to draw line noise")
+        samples = samples + (rng.standard_normal(samples.size) * 10 ** (noise_dbfs / 20)).astype(np.float32)
     # Fixed cut-offs and 24 dB/octave roll-off: the transforms draw nothing at random.
     high_pass = HighPassFilter(min_cutoff_freq=low_hz, max_cutoff_freq=low_hz, min_rolloff=24, max_rolloff=24, p=1.0)
     low_pass = LowPassFilter(min_cutoff_freq=high_hz, max_cutoff_freq=high_hz, min_rolloff=24, max_rolloff=24, p=1.0)
