@@ -164,9 +164,12 @@ def test_cnn_ensemble_trains_each_member_and_round_trips(frame: pd.DataFrame, tm
 
 def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFrame, tmp_path: Path) -> None:
     path = tmp_path / "bundle"
-    cnn = replace(TINY_CNN, stats_fusion_weight=0.4, stats_normalisation="speaker")
+    cnn = replace(TINY_CNN, stats_fusion_weight=0.4, stats_normalisation="speaker", stats_regularisation_search=(0.01, 1.0))
     train_from_frame(frame, basic4("cnn", cnn=cnn), feature_config=FEATURE_CONFIG.to_dict(), output_dir=path)
     config = json.loads((path / CONFIG_FILE).read_text())
+    # a holdout split fits once; the fused stats model's C was chosen among the search's values
+    assert len(config["training"]["stats_regularisation_c_chosen"]) == 1
+    assert config["training"]["stats_regularisation_c_chosen"][0] in (0.01, 1.0)
     assert config["inputs"] == ["log_mel", "stats"] and config["stats_normalisation"] == "speaker"
     assert config["stats_fusion"] == {"weight": 0.4, "n_stats": N_STATS}
     assert set(config["weights_sha256"]) == {WEIGHTS_FILE, STATS_MODEL_FILE}
@@ -234,6 +237,13 @@ def test_a_regularisation_search_chooses_c_over_each_fits_own_speakers(tmp_path:
     assert sum("over 3 folds of 6 speakers" in line for line in chosen) == 4
     assert sum("over 3 folds of 8 speakers" in line for line in chosen) == 1 and len(chosen) == 5
     assert result["metrics"]["ua"]["mean"] > 0.5
+    # the bundle records each fit's C in fit order (four folds, then the bundle's refit), as logged
+    record = json.loads((tmp_path / "config.json").read_text())["training"]
+    logged = [float(line.split("C = ")[1].split(" ")[0]) for line in chosen]
+    assert record["regularisation_c_chosen"] == logged and set(logged) <= {0.01, 1.0}
+    plain = train_from_frame(frame, basic4("logreg", folds=4), feature_config=FEATURE_CONFIG.to_dict(),
+                             output_dir=tmp_path / "plain")
+    assert "regularisation_c_chosen" not in json.loads((Path(plain["bundle_dir"]) / "config.json").read_text())["training"]
 
 
 @pytest.fixture(scope="module")

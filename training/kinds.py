@@ -70,6 +70,12 @@ def held_out_predictions(kind: Any, model: Any, data: TrainingData, rows: np.nda
     return HeldOut(kind.predict(model, data, rows), data.targets[rows])
 
 
+def chosen_c_record(key: str, chosen: list[float]) -> dict[str, Any]:
+    """``{key: chosen}`` when a regularisation search ran, else ``{}``: the C of each fit in fit order
+    (each fold's, then the bundle's refit after k folds; one value for a holdout split)."""
+    return {key: list(chosen)} if chosen else {}
+
+
 class LogregKind:
     """``--model logreg``: a logistic regression on the stats vectors."""
 
@@ -78,6 +84,8 @@ class LogregKind:
         self.split_method = split_method
         self.stats_normalisation: StatsNormalisation = config.normalisation
         self.stats_inputs: tuple[str, ...] = config.inputs
+        #: C chosen by ``logreg.regularisation_search`` in each fit, in fit order.
+        self.chosen_c: list[float] = []
 
     def training_data(self, frame: pd.DataFrame, labels: list[str], table_config: FeatureConfig) -> TrainingData:
         """Stats vectors ``[n, d]``, standardised per speaker if ``logreg.normalisation`` says so."""
@@ -95,6 +103,8 @@ class LogregKind:
         groups = group_keys(data.frame.iloc[rows], self.split_method)
         model, config = fit_logreg_searched(data.inputs[rows], data.targets[rows], n_classes=len(data.labels),
                                             config=self.config, seed=seed, corpora=data.corpora[rows], groups=groups)
+        if self.config.regularisation_search:
+            self.chosen_c.append(config.regularisation_c)
         if len(set(groups)) < 2:
             return model, [], None
         train, held_out = data.early_stopping_rows(rows, method=self.split_method, fraction=self.config.calibration_fraction,
@@ -112,8 +122,8 @@ class LogregKind:
         return model
 
     def training_facts(self) -> dict[str, Any]:
-        """Nothing beyond the common record."""
-        return {}
+        """With a search, the C each fit chose (:func:`chosen_c_record`)."""
+        return chosen_c_record("regularisation_c_chosen", self.chosen_c)
 
 
 class CnnKind:
@@ -133,6 +143,8 @@ class CnnKind:
         self.distributed_runner = distributed_runner
         self.stats_normalisation: StatsNormalisation = stats_config.normalisation
         self.stats_inputs: tuple[str, ...] = stats_config.inputs
+        #: C chosen by ``cnn.stats_regularisation_search`` in each fit of the fused stats model, in fit order.
+        self.chosen_c: list[float] = []
 
     def training_data(self, frame: pd.DataFrame, labels: list[str], table_config: FeatureConfig) -> TrainingData:
         """The stacked maps ``[n, rows, frames]`` of ``cnn.inputs`` (and the stats of a fused stats model)."""
@@ -188,8 +200,12 @@ class CnnKind:
         """The fused stats model fitted on ``rows`` (its C chosen on them when the config searches),
         and the config it was fitted with (the search resolved)."""
         assert data.stats is not None
-        return fit_logreg_searched(data.stats[rows], data.targets[rows], n_classes=len(data.labels), config=self.stats_config,
-                                   seed=seed, corpora=data.corpora[rows], groups=group_keys(data.frame.iloc[rows], self.split_method))
+        model, config = fit_logreg_searched(data.stats[rows], data.targets[rows], n_classes=len(data.labels),
+                                            config=self.stats_config, seed=seed, corpora=data.corpora[rows],
+                                            groups=group_keys(data.frame.iloc[rows], self.split_method))
+        if self.stats_config.regularisation_search:
+            self.chosen_c.append(config.regularisation_c)
+        return model, config
 
     def _train_network(self, data: TrainingData, rows: np.ndarray, *, seed: int,
                        validation: tuple[np.ndarray, np.ndarray] | None, epochs: int | None,
@@ -220,8 +236,8 @@ class CnnKind:
         return model
 
     def training_facts(self) -> dict[str, Any]:
-        """Nothing beyond the common record."""
-        return {}
+        """With a search for the fused stats model, the C each fit chose (:func:`chosen_c_record`)."""
+        return chosen_c_record("stats_regularisation_c_chosen", self.chosen_c)
 
 
 class Wav2Vec2Kind:
