@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from bench.score_accuracy import (
-    Clip, actor_clips, assemble_call, call_pairs, channel_content, clip_spans, turn_predictions, window_clips,
+    CallTally, Clip, PlacedClip, actor_clips, assemble_call, call_pairs, channel_content, clip_spans, tally_call,
+    turn_predictions, window_clips,
 )
 from ser_udfs.calls.stream import ChannelScores
 from training.taxonomy import Taxonomy
@@ -134,3 +135,17 @@ def test_matching_without_windows_or_clips() -> None:
     scores = channel(regions=[(0, 10)], windows=[(0, 10)], turns=[0], probabilities=[[0.4, 0.6]])
     assert window_clips(scores, np.zeros((0, 2))).tolist() == [-1]
     assert clip_spans([], RATE).shape == (0, 2)
+
+
+def test_the_tally_keeps_which_placed_clips_the_turns_reached() -> None:
+    labels = ["neutral", "sad"]
+    placed = [PlacedClip(Clip(Path(f"clip{k}.wav"), labels[k % 2], 1), 0, start, start + 0.02)
+              for k, start in enumerate((0.01, 0.05, 0.1))]
+    # at 10 kHz the clips span samples 100-300, 500-700 and 1000-1200; no turn reaches the last
+    scores = channel(regions=[(120, 280), (520, 680)], windows=[(120, 280), (520, 680)], turns=[0, 1],
+                     probabilities=[[0.9, 0.1], [0.2, 0.8]])
+    tally = CallTally()
+    tally_call(tally, [scores], placed, 10_000, labels)
+    assert tally.turn_clips == [Path("clip0.wav"), Path("clip1.wav")]
+    assert tally.turn_truth == [0, 1] and tally.turn_predicted == [0, 1]
+    assert tally.clips_placed == 3 and tally.clips_without_window == 1
