@@ -473,12 +473,14 @@ def measure_variant(
     for model in models:
         rows = {}
         tally = tallies[model.name]
-        reference: dict[Path, int] = {}
-        for condition in (False, True) if args.sample_rate <= 8000 else (False,):
+        telephone = args.sample_rate <= 8000
+        predicted: dict[bool, dict[Path, int]] = {}
+        for condition in (False, True) if telephone else (False,):
             stacked = np.stack([outputs[(model.name, clip.path, condition)] for clip in clips])
-            predicted = clip_probabilities(model, stacked, actors).argmax(axis=1)
-            rows[condition] = classification_metrics(truth, predicted, labels)
-            reference = {clip.path: int(label) for clip, label in zip(clips, predicted)}  # the last: the reference
+            classes = clip_probabilities(model, stacked, actors).argmax(axis=1)
+            rows[condition] = classification_metrics(truth, classes, labels)
+            predicted[condition] = {clip.path: int(label) for clip, label in zip(clips, classes)}
+        reference = predicted[telephone]  # what the per-turn figure is held against (Measurement.clip_reference)
         measurements[model.name] = Measurement(
             clean=rows[False], telephone=rows.get(True), tally=tally,
             turns=_metrics(tally.turn_truth, tally.turn_predicted, labels),
