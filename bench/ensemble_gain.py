@@ -85,7 +85,7 @@ def _fold(config: TrainConfig, fold: int, save: Path | None) -> dict:
     saved = {"members": np.stack([member["probabilities"] for member in members]), "ensemble": ensemble["probabilities"]}
     if isinstance(model, FusedModel):
         assert data.stats is not None
-        saved["stats"] = model.stats_model.predict_proba(data.stats[rows])
+        saved["stats"] = model.stats_model.predict_proba(data.stats[rows], data.corpora[rows])
         result["stats"] = classification_metrics(data.targets[rows], saved["stats"].argmax(axis=1), data.labels)["ua"]
         fused = evaluate_split(kind, model, data, split)
         saved["fused"], result["fused"] = fused["probabilities"], fused["metrics"]["ua"]

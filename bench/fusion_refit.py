@@ -55,7 +55,7 @@ def refit_fold(kind: CnnKind, data: TrainingData, config: TrainConfig, split: Sp
 
     model, stats_config = kind.fit_stats_model(data, split.train_index, seed=config.seed + fold - 1)
     assert data.stats is not None
-    stats = model.predict_proba(data.stats[rows])
+    stats = model.predict_proba(data.stats[rows], data.corpora[rows])
     result = {"ensemble": ua(saved["ensemble"]), "saved stats": ua(saved["stats"]), "saved fused": ua(saved["fused"]),
               "C": stats_config.regularisation_c, "stats": ua(stats)}
     result.update({f"fused {weight:g}": ua(fuse_probabilities(saved["ensemble"], stats, weight)) for weight in weights})

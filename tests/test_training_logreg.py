@@ -135,3 +135,53 @@ def test_a_fit_refuses_a_config_whose_search_was_not_resolved() -> None:
 def test_a_bad_regularisation_search_is_refused(settings) -> None:
     with pytest.raises(ValueError, match="logreg.regularisation_search"):
         LogregConfig(**settings)
+
+
+def _disagreeing_corpora(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two corpora where feature 0 tells the classes apart in both, and feature 1 points to
+    class 1 in one and to class 0 in the other: a shared weight on feature 1 cannot serve both."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(400) % 2
+    corpora = np.repeat(["east", "west"], 200)
+    sign = np.where(corpora == "east", 1.0, -1.0)
+    stats = np.column_stack([labels + rng.normal(0, 1.0, 400), sign * (2 * labels - 1) * 1.5 + rng.normal(0, 0.7, 400)])
+    return stats, labels, corpora
+
+
+def test_per_corpus_weights_serve_corpora_that_disagree() -> None:
+    stats, labels, corpora = _disagreeing_corpora()
+    shared = fit_logreg(stats, labels, n_classes=2, config=LogregConfig(), seed=0, corpora=corpora)
+    own = fit_logreg(stats, labels, n_classes=2, config=LogregConfig(per_corpus_weights=True), seed=0, corpora=corpora)
+    assert shared.corpora == () and own.corpora == ("east", "west") and own.corpus_coef.shape == (2, 2, 2)
+    test, test_labels, test_corpora = _disagreeing_corpora(seed=1)
+
+    def accuracy(model: LogregModel, corpora: np.ndarray | None) -> float:
+        return float((model.predict_proba(test, corpora).argmax(axis=1) == test_labels).mean())
+
+    assert accuracy(own, test_corpora) > accuracy(shared, test_corpora) + 0.15
+    # the corpus-specific blocks carry feature 1, with opposite signs; the shared weights little of it
+    east, west = own.corpus_coef[:, 1, 1] - own.corpus_coef[:, 0, 1]
+    assert east > 0 > west and abs(own.coef[1, 1] - own.coef[0, 1]) < 0.5 * min(east, -west)
+    # a row of no training corpus (or without a corpus) gets the mean of the corpora's weights
+    unseen = own.predict_proba(test, np.array(["north"] * len(test)))
+    mean_model = LogregModel(own.mean, own.scale, own.coef + own.corpus_coef.mean(axis=0), own.intercept)
+    np.testing.assert_allclose(unseen, mean_model.predict_proba(test), atol=1e-6)
+    np.testing.assert_array_equal(own.predict_proba(test), unseen)
+    # one corpus: nothing of its own to fit
+    alone = fit_logreg(stats[corpora == "east"], labels[corpora == "east"], n_classes=2,
+                       config=LogregConfig(per_corpus_weights=True), seed=0, corpora=corpora[corpora == "east"])
+    assert alone.corpora == () and alone.corpus_coef is None
+
+
+def test_per_corpus_weights_round_trip_and_are_checked() -> None:
+    stats, labels, corpora = _disagreeing_corpora()
+    model = fit_logreg(stats, labels, n_classes=3, config=LogregConfig(per_corpus_weights=True), seed=0, corpora=corpora)
+    again = LogregModel.from_tensors(model.tensors(), n_classes=3, corpora=model.corpora)
+    np.testing.assert_array_equal(again.predict_proba(stats, corpora), model.predict_proba(stats, corpora))
+    with pytest.raises(UserError, match="no corpora are named"):
+        LogregModel.from_tensors(model.tensors(), n_classes=3)
+    with pytest.raises(UserError, match="lack tensor 'corpus_coef'"):
+        LogregModel.from_tensors({k: v for k, v in model.tensors().items() if k != "corpus_coef"}, n_classes=3,
+                                 corpora=model.corpora)
+    with pytest.raises(UserError, match="expected \\[3, 3, 2\\]"):
+        LogregModel.from_tensors(model.tensors(), n_classes=3, corpora=("east", "west", "north"))

@@ -211,6 +211,32 @@ def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFra
         load_bundle(no_stats_model)
 
 
+def test_cnn_fused_with_per_corpus_stats_weights_round_trips(tmp_path: Path) -> None:
+    second = synthetic_frame(n_speakers=4, augmented=False, seed=1).assign(corpus="other")
+    frame = pd.concat([synthetic_frame(n_speakers=4, augmented=False), second], ignore_index=True)
+    cnn = replace(TINY_CNN, stats_fusion_weight=0.4, stats_normalisation="global", stats_per_corpus_weights=True)
+    train_from_frame(frame, basic4("cnn", cnn=cnn), feature_config=FEATURE_CONFIG.to_dict(), output_dir=tmp_path / "bundle")
+    config = json.loads((tmp_path / "bundle" / CONFIG_FILE).read_text())
+    assert config["stats_fusion"] == {"weight": 0.4, "n_stats": N_STATS, "corpora": ["other", "synth"]}
+    bundle = load_bundle(tmp_path / "bundle")
+    mapped = frame[frame["label"].isin(LABELS)].reset_index(drop=True)
+    batch, corpora = feature_batch(mapped, ["log_mel", "stats"]), mapped["corpus"].to_numpy()
+    cnn_alone = cnn_predict_proba(bundle.model, batch["log_mel"])
+    own = fuse_probabilities(cnn_alone, bundle.stats_model.predict_proba(batch["stats"], corpora), 0.4)
+    np.testing.assert_allclose(bundle.predict_proba(batch, corpora=corpora), apply_temperature(own, bundle.temperature),
+                               atol=1e-6)
+    np.testing.assert_allclose(predict_frame(bundle, mapped, batch_rows=5), bundle.predict_proba(batch, corpora=corpora),
+                               atol=1e-6)
+    # without a corpus (a call), the mean of the corpora's weights
+    mean = fuse_probabilities(cnn_alone, bundle.stats_model.predict_proba(batch["stats"]), 0.4)
+    np.testing.assert_allclose(bundle.predict_proba(batch), apply_temperature(mean, bundle.temperature), atol=1e-6)
+    assert np.abs(own - mean).max() > 1e-3
+    edited = _copy(tmp_path / "bundle", tmp_path / "edited")
+    _edit_config(edited, stats_fusion={"weight": 0.4, "n_stats": N_STATS, "corpora": "other"})
+    with pytest.raises(UserError, match="stats_fusion.corpora"):
+        load_bundle(edited)
+
+
 def test_speaker_standardised_logreg_removes_speaker_offsets(tmp_path: Path) -> None:
     frame = synthetic_frame(n_speakers=8, augmented=False)
     offsets = np.random.default_rng(5).normal(0, 6, (8, N_STATS))
@@ -244,6 +270,34 @@ def test_a_regularisation_search_chooses_c_over_each_fits_own_speakers(tmp_path:
     plain = train_from_frame(frame, basic4("logreg", folds=4), feature_config=FEATURE_CONFIG.to_dict(),
                              output_dir=tmp_path / "plain")
     assert "regularisation_c_chosen" not in json.loads((Path(plain["bundle_dir"]) / "config.json").read_text())["training"]
+
+
+def test_per_corpus_weights_through_training_bundle_and_evaluation(tmp_path: Path) -> None:
+    """Two corpora whose stats put the same classes' cue in different places: with weights of
+    each corpus's own the bundle keeps both, and evaluation picks them by each row's corpus."""
+    first, second = synthetic_frame(n_speakers=6, augmented=False), synthetic_frame(n_speakers=6, augmented=False, seed=1)
+    second["corpus"] = "other"
+    # class k's cue at stat k + 1 (mod 5) there: the same stat means another class in each corpus
+    second["stats"] = [np.concatenate([np.roll(stats[:5], 1), stats[5:]]) for stats in second["stats"]]
+    frame = pd.concat([first, second], ignore_index=True)
+    ua = {}
+    for own in (False, True):
+        config = replace(basic4("logreg", folds=3), logreg=LogregConfig(per_corpus_weights=own))
+        ua[own] = train_from_frame(frame, config, feature_config=FEATURE_CONFIG.to_dict(),
+                                   output_dir=tmp_path / str(own))["metrics"]["ua"]["mean"]
+    assert ua[True] > 0.75 and ua[True] > ua[False] + 0.2, ua  # about 0.85 (each corpus alone too) against 0.5
+    record = json.loads((tmp_path / "True" / CONFIG_FILE).read_text())
+    assert record["architecture"]["corpora"] == ["other", "synth"]
+    assert "corpora" not in json.loads((tmp_path / "False" / CONFIG_FILE).read_text())["architecture"]
+    bundle = load_bundle(tmp_path / "True")
+    seen = evaluate_frame(frame, bundle, tmp_path / "seen", feature_config=FEATURE_CONFIG.to_dict())
+    unseen = predict_frame(bundle, frame.assign(corpus="elsewhere"))  # the mean of the two corpora's weights
+    assert seen["metrics"]["ua"] > 0.85  # rows it was trained on
+    assert not np.allclose(predict_frame(bundle, frame), unseen)
+    edited = _copy(tmp_path / "True", tmp_path / "edited")
+    _edit_config(edited, architecture={"n_stats": N_STATS})
+    with pytest.raises(UserError, match="no corpora are named"):
+        load_bundle(edited)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ def predict_frame(bundle: Bundle, frame: pd.DataFrame, *, batch_rows: int = PRED
 
     A bundle that standardises stats per speaker gets one batch per speaker (corpus and speaker
     columns; augmented copies per speaker and effects, :func:`training.data.standardisation_groups`),
-    holding all of that group's rows.
+    holding all of that group's rows. Each row's corpus goes with it (a logistic regression with
+    weights of each training corpus's own picks them by it).
     """
     probabilities = np.zeros((len(frame), len(bundle.labels)), dtype=np.float32)
     if bundle.needs_speaker_groups:
@@ -42,9 +43,11 @@ def predict_frame(bundle: Bundle, frame: pd.DataFrame, *, batch_rows: int = PRED
     else:
         groups = None
         batches = [np.arange(start, min(start + batch_rows, len(frame))) for start in range(0, len(frame), batch_rows)]
+    corpora = frame["corpus"].astype(str).to_numpy() if "corpus" in frame else None
     for rows in batches:
         batch = feature_batch(frame.iloc[rows], bundle.inputs)
-        probabilities[rows] = bundle.predict_proba(batch, None if groups is None else groups[rows])
+        probabilities[rows] = bundle.predict_proba(batch, None if groups is None else groups[rows],
+                                                   None if corpora is None else corpora[rows])
     return probabilities
 
 

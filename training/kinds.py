@@ -114,8 +114,8 @@ class LogregKind:
         return model, [], held_out_predictions(self, calibration_model, data, held_out)
 
     def predict(self, model: LogregModel, data: TrainingData, rows: np.ndarray) -> np.ndarray:
-        """Probabilities ``[len(rows), n_labels]``."""
-        return model.predict_proba(data.inputs[rows])
+        """Probabilities ``[len(rows), n_labels]`` (each row with its corpus's weights, if the model has them)."""
+        return model.predict_proba(data.inputs[rows], data.corpora[rows])
 
     def bundle_model(self, model: LogregModel) -> LogregModel:
         """The model itself."""
@@ -228,7 +228,7 @@ class CnnKind:
         """Probabilities ``[len(rows), n_labels]`` (fused with the stats model's if there is one)."""
         if isinstance(model, FusedModel):
             assert data.stats is not None
-            return model.predict_proba(data.inputs[rows], data.stats[rows])
+            return model.predict_proba(data.inputs[rows], data.stats[rows], data.corpora[rows])
         return cnn_predict_proba(model, data.inputs[rows])
 
     def bundle_model(self, model: CnnModel | FusedModel) -> CnnModel | FusedModel:

@@ -111,7 +111,8 @@ class TrainConfig:
             return self.logreg
         return LogregConfig(inputs=self.cnn.stats_inputs, regularisation_c=self.cnn.stats_regularisation_c,
                             regularisation_search=self.cnn.stats_regularisation_search,
-                            class_balanced=self.cnn.class_balanced, normalisation=self.cnn.stats_normalisation)
+                            class_balanced=self.cnn.class_balanced, normalisation=self.cnn.stats_normalisation,
+                            per_corpus_weights=self.cnn.stats_per_corpus_weights)
 
 
 #: The config of one training run: every kind's has ``model``, ``taxonomy``, ``seed``, ``split``

@@ -153,7 +153,8 @@ class Bundle:
         """Whether :meth:`predict_proba` needs each row's speaker (stats standardised per speaker)."""
         return self.config.get("stats_normalisation") == "speaker"
 
-    def predict_proba(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None = None,
+                      corpora: np.ndarray | None = None) -> np.ndarray:
         """Calibrated class probabilities for a batch of clips: the model's, through :attr:`temperature`.
 
         Parameters
@@ -164,27 +165,32 @@ class Bundle:
         groups
             ``[n]`` speaker key per clip; required when :attr:`needs_speaker_groups`, and then the
             batch must hold all the clips of each of its speakers.
+        corpora
+            ``[n]`` corpus per clip, for a stats model with weights of each training corpus's
+            own (``logreg.per_corpus_weights``, ``cnn.stats_per_corpus_weights``); ``None`` or
+            another corpus: the weights it gives an unseen corpus.
 
         Returns
         -------
         np.ndarray
             float32 ``[n, len(labels)]``, rows summing to 1; the most probable class is the model's.
         """
-        return self.calibrate(self._model_probabilities(batch, groups))
+        return self.calibrate(self._model_probabilities(batch, groups, corpora))
 
     def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
         """The model's own probabilities ``[n, k]`` through :attr:`temperature` (unchanged when uncalibrated)."""
         return probabilities if self.temperature is None else apply_temperature(probabilities, self.temperature)
 
-    def _model_probabilities(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None) -> np.ndarray:
+    def _model_probabilities(self, batch: Mapping[str, np.ndarray], groups: np.ndarray | None,
+                             corpora: np.ndarray | None) -> np.ndarray:
         """The model's own (uncalibrated) probabilities ``[n, len(labels)]`` (see :meth:`predict_proba`)."""
         if isinstance(self.model, (Wav2Vec2Classifier, EmbeddingClassifier)):
             return self.model.predict_proba(batch)
         if isinstance(self.model, LogregModel):
-            return self.model.predict_proba(self._stats(batch, groups))
+            return self.model.predict_proba(self._stats(batch, groups), corpora)
         cnn = self.cnn_probabilities(batch)
         fused = self.fused_model
-        return cnn if fused is None else fused.fuse(cnn, self._stats(batch, groups))
+        return cnn if fused is None else fused.fuse(cnn, self._stats(batch, groups), corpora)
 
     @property
     def fused_model(self) -> FusedModel | None:
@@ -330,7 +336,8 @@ def _save_model(
     """Write ``model``'s weights; return its ``config.json`` entries (``model_kind``, ``inputs``, ``architecture``, ...)."""
     if isinstance(model, LogregModel):
         write_numpy_tensors(path / WEIGHTS_FILE, model.tensors())
-        return {"model_kind": "logreg", "inputs": list(stats_inputs), "architecture": {"n_stats": model.n_stats},
+        return {"model_kind": "logreg", "inputs": list(stats_inputs),
+                "architecture": {"n_stats": model.n_stats, **_corpora_entry(model)},
                 "stats_normalisation": stats_normalisation}
     if isinstance(model, (Wav2Vec2Classifier, EmbeddingClassifier)):
         return model.save_weights(path)
@@ -340,9 +347,23 @@ def _save_model(
     if isinstance(model, FusedModel):
         write_numpy_tensors(path / STATS_MODEL_FILE, model.stats_model.tensors())
         entries["inputs"].extend(stats_inputs)
-        entries.update(stats_fusion={"weight": model.weight, "n_stats": model.stats_model.n_stats},
+        entries.update(stats_fusion={"weight": model.weight, "n_stats": model.stats_model.n_stats,
+                                     **_corpora_entry(model.stats_model)},
                        stats_normalisation=stats_normalisation)
     return entries
+
+
+def _corpora_entry(model: LogregModel) -> dict[str, list[str]]:
+    """``{"corpora": [...]}`` for a logistic regression with weights of each corpus's own, else ``{}``."""
+    return {"corpora": list(model.corpora)} if model.corpora else {}
+
+
+def _named_corpora(entry: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """The ``corpora`` of a ``config.json`` entry (``architecture`` or ``stats_fusion``), checked."""
+    corpora = entry.get("corpora", [])
+    if not isinstance(corpora, list) or not all(isinstance(name, str) for name in corpora):
+        raise UserError(f"model bundle {where}: {key}.corpora in {CONFIG_FILE} must list corpus names, got {corpora!r}")
+    return tuple(corpora)
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -511,15 +532,17 @@ def _load_logreg(
     if not isinstance(inputs, list) or not inputs or not set(inputs) <= set(STATS_INPUTS):
         raise UserError(f"model bundle {where}: a logistic regression reads {list(STATS_INPUTS)} (some of them), "
                         f"not the inputs {inputs!r} of its {CONFIG_FILE}")
-    return _logreg_from_files(files, WEIGHTS_FILE, n_classes, where), None
+    corpora = _named_corpora(config.get("architecture") or {}, "architecture", where)
+    return _logreg_from_files(files, WEIGHTS_FILE, n_classes, where, corpora=corpora), None
 
 
-def _logreg_from_files(files: Mapping[str, bytes], file_name: str, n_classes: int, where: str) -> LogregModel:
+def _logreg_from_files(files: Mapping[str, bytes], file_name: str, n_classes: int, where: str, *,
+                       corpora: tuple[str, ...] = ()) -> LogregModel:
     if file_name not in files:
         raise UserError(f"model bundle {where}: cannot read {file_name} (missing)")
     tensors = read_numpy_tensors(files, file_name, where=where)
     try:
-        return LogregModel.from_tensors(tensors, n_classes=n_classes)
+        return LogregModel.from_tensors(tensors, n_classes=n_classes, corpora=corpora)
     except UserError as exc:
         raise UserError(f"model bundle {where}: {exc}") from None
 
@@ -546,11 +569,12 @@ def _load_cnn(
     model.eval()
     if "stats_fusion" not in config:
         return model, None
-    stats_model = _logreg_from_files(files, STATS_MODEL_FILE, n_classes, where)
     fusion = config["stats_fusion"]
     weight = fusion.get("weight") if isinstance(fusion, dict) else None
     if not isinstance(weight, (int, float)) or not 0 < weight < 1:
         raise UserError(f"model bundle {where}: stats_fusion.weight in {CONFIG_FILE} must lie in (0, 1), got {weight!r}")
+    stats_model = _logreg_from_files(files, STATS_MODEL_FILE, n_classes, where,
+                                     corpora=_named_corpora(fusion, "stats_fusion", where))
     return model, stats_model
 
 

@@ -65,8 +65,9 @@ class CnnConfig:
     ``stats_fusion_weight > 0`` also fits a class-balanced logistic regression on the stats
     vectors, normalised as ``stats_normalisation`` says (:class:`training.models.logreg.LogregConfig`)
     with ``C = stats_regularisation_c`` (or chosen among ``stats_regularisation_search``, as
-    ``logreg.regularisation_search`` does), and fuses it with the CNN at that weight
-    (:mod:`training.models.fusion`).
+    ``logreg.regularisation_search`` does; with ``stats_per_corpus_weights`` weights of each
+    training corpus's own, as ``logreg.per_corpus_weights``), and fuses it with the CNN at that
+    weight (:mod:`training.models.fusion`).
     """
 
     inputs: tuple[str, ...] = ("log_mel",)
@@ -98,6 +99,7 @@ class CnnConfig:
     stats_normalisation: StatsNormalisation = "speaker"
     stats_regularisation_c: float = 0.1
     stats_regularisation_search: tuple[float, ...] = ()
+    stats_per_corpus_weights: bool = False
 
     def __post_init__(self) -> None:
         if not self.inputs or set(self.inputs) - set(CNN_INPUTS) or len(set(self.inputs)) != len(self.inputs):

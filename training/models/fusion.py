@@ -38,7 +38,7 @@ class FusedModel:
     stats_model: LogregModel
     weight: float
 
-    def predict_proba(self, features: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    def predict_proba(self, features: np.ndarray, stats: np.ndarray, corpora: np.ndarray | None = None) -> np.ndarray:
         """Fused class probabilities ``[n, n_classes]``.
 
         Parameters
@@ -48,13 +48,16 @@ class FusedModel:
         stats
             Stats vectors ``[n, d]``, already standardised as the stats model was trained
             (per speaker, for ``logreg.normalisation = "speaker"``).
+        corpora
+            ``[n]`` each row's corpus, for a stats model with weights of each corpus's own
+            (:meth:`training.models.logreg.LogregModel.predict_proba`).
         """
-        return self.fuse(cnn_predict_proba(self.cnn, features), stats)
+        return self.fuse(cnn_predict_proba(self.cnn, features), stats, corpora)
 
-    def fuse(self, cnn_probabilities: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    def fuse(self, cnn_probabilities: np.ndarray, stats: np.ndarray, corpora: np.ndarray | None = None) -> np.ndarray:
         """Fused class probabilities ``[n, n_classes]`` from the CNN's ``[n, n_classes]`` and the
         (standardised) stats vectors ``[n, d]``: for a caller that has the CNN's output already."""
-        return fuse_probabilities(cnn_probabilities, self.stats_model.predict_proba(stats), self.weight)
+        return fuse_probabilities(cnn_probabilities, self.stats_model.predict_proba(stats, corpora), self.weight)
 
 
 def fuse_probabilities(cnn: np.ndarray, stats: np.ndarray, weight: float) -> np.ndarray:

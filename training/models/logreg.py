@@ -2,6 +2,15 @@
 
 scikit-learn fits it; prediction is plain NumPy on the stored arrays (scaler mean and scale,
 coefficients, intercepts), so a bundle needs neither pickle nor scikit-learn to predict.
+
+Trained on several corpora with ``per_corpus_weights``, the model holds weights every corpus
+shares and, for each corpus, weights of its own (feature augmentation: each standardised vector
+``z`` of corpus ``c`` is fitted as ``[z, 0, .., z, .., 0]``, ``z`` in ``c``'s block; Daumé III,
+"Frustratingly easy domain adaptation", 2007). The L2 penalty makes the shared weights carry what
+the corpora agree on and each corpus's block only where it differs, so no corpus has to accept
+the others' acoustics where they disagree. A row of a corpus the model was trained on is scored
+with the shared weights plus its corpus's; a row of any other corpus (a call) with the shared
+weights plus the mean of the corpora's blocks.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ class LogregConfig:
     a second fit whose probabilities on them fit the bundle's temperature
     (:mod:`training.calibration`); the model itself is fitted on all the rows. ``inputs``: the
     feature columns side by side in its vector (:mod:`training.stats_inputs`: ``stats``,
-    ``egemaps``).
+    ``egemaps``). ``per_corpus_weights``: on rows of several corpora, fit weights of each corpus's
+    own beside the shared ones (the module's docstring); on one corpus it changes nothing.
     """
 
     inputs: tuple[str, ...] = ("stats",)
@@ -49,6 +59,7 @@ class LogregConfig:
     class_balanced: bool = True
     normalisation: StatsNormalisation = "global"
     calibration_fraction: float = 0.15
+    per_corpus_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.regularisation_c <= 0 or self.max_iter < 1:
@@ -71,15 +82,28 @@ class LogregModel:
     mean, scale
         Standardisation ``[d]``: ``z = (stats - mean) / scale``.
     coef
-        ``[n_classes, d]``.
+        ``[n_classes, d]``: the weights every row gets.
     intercept
         ``[n_classes]``.
+    corpora
+        The corpora with weights of their own (``per_corpus_weights``), ``()`` without.
+    corpus_coef
+        ``[len(corpora), n_classes, d]``: what each of them adds to ``coef`` for its rows (rows of
+        other corpora get the mean of these); ``None`` without corpora.
     """
 
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
     intercept: np.ndarray
+    corpora: tuple[str, ...] = ()
+    corpus_coef: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        shape = None if self.corpus_coef is None else tuple(self.corpus_coef.shape)
+        if (shape is None) != (not self.corpora) or (shape is not None and shape != (len(self.corpora), *self.coef.shape)):
+            raise UserError(f"the per-corpus weights have shape {list(shape or [])}, expected "
+                            f"{[len(self.corpora), *self.coef.shape]} for the corpora {list(self.corpora)}")
 
     @property
     def n_classes(self) -> int:
@@ -91,25 +115,45 @@ class LogregModel:
         """Length ``d`` of the stats vector the model takes."""
         return int(self.coef.shape[1])
 
-    def predict_proba(self, stats: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[n, n_classes]`` for stats vectors ``[n, d]``."""
+    def predict_proba(self, stats: np.ndarray, corpora: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities ``[n, n_classes]`` for stats vectors ``[n, d]``.
+
+        ``corpora`` ``[n]``: each row's corpus, which picks its corpus's weights in a model with
+        :attr:`corpora`; rows of other corpora, or all rows when ``None``, get the mean of them.
+        """
         stats = np.asarray(stats, dtype=np.float64)
         if stats.ndim != 2 or stats.shape[1] != self.n_stats:
             raise UserError(
                 f"the model takes stats vectors of length {self.n_stats}, got an array of shape {stats.shape}"
             )
-        logits = ((stats - self.mean) / self.scale) @ self.coef.T + self.intercept
+        z = (stats - self.mean) / self.scale
+        if self.corpus_coef is None:
+            logits = z @ self.coef.T + self.intercept
+        else:
+            names = np.full(len(z), None) if corpora is None else np.asarray(corpora).astype(str)
+            if names.shape != (len(z),):
+                raise ValueError(f"corpora must name one corpus per row ({len(z)}), got shape {names.shape}")
+            logits = z @ (self.coef + self.corpus_coef.mean(axis=0)).T + self.intercept
+            for k, corpus in enumerate(self.corpora):
+                rows = names == corpus
+                logits[rows] = z[rows] @ (self.coef + self.corpus_coef[k]).T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def tensors(self) -> dict[str, np.ndarray]:
-        """Named arrays for a safetensors file."""
-        return {"scaler_mean": self.mean, "scaler_scale": self.scale, "coef": self.coef, "intercept": self.intercept}
+        """Named arrays for a safetensors file (the names of :attr:`corpora` go in the bundle's config)."""
+        extra = {} if self.corpus_coef is None else {"corpus_coef": self.corpus_coef}
+        return {"scaler_mean": self.mean, "scaler_scale": self.scale, "coef": self.coef, "intercept": self.intercept, **extra}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, np.ndarray], *, n_classes: int) -> "LogregModel":
-        """Rebuild from :meth:`tensors`, refusing missing tensors or inconsistent shapes."""
+    def from_tensors(cls, tensors: dict[str, np.ndarray], *, n_classes: int, corpora: tuple[str, ...] = ()) -> "LogregModel":
+        """Rebuild from :meth:`tensors` and the names of the corpora with weights of their own,
+        refusing missing tensors or inconsistent shapes."""
+        if corpora and "corpus_coef" not in tensors:
+            raise UserError(f"the model weights lack tensor 'corpus_coef' for the corpora {list(corpora)}")
+        if "corpus_coef" in tensors and not corpora:
+            raise UserError("the model weights hold per-corpus weights ('corpus_coef') but no corpora are named for them")
         missing = sorted({"scaler_mean", "scaler_scale", "coef", "intercept"} - set(tensors))
         if missing:
             raise UserError(f"the model weights lack tensor(s) {missing}")
@@ -132,6 +176,8 @@ class LogregModel:
             scale=np.asarray(tensors["scaler_scale"], dtype=np.float64),
             coef=coef,
             intercept=np.asarray(tensors["intercept"], dtype=np.float64),
+            corpora=tuple(corpora),
+            corpus_coef=np.asarray(tensors["corpus_coef"], dtype=np.float64) if corpora else None,
         )
 
 
@@ -153,7 +199,8 @@ def fit_logreg(
     corpora
         The corpus of each row ``[n]``. With ``config.class_balanced`` and rows of more than one
         corpus, each (corpus, class) cell weighs the same in the fit (:func:`balanced_row_weights`),
-        so a large corpus does not drown a small one; otherwise classes are balanced.
+        so a large corpus does not drown a small one; otherwise classes are balanced. With
+        ``config.per_corpus_weights`` and more than one corpus, each gets weights of its own.
     """
     if config.regularisation_search:
         raise ValueError("the config still holds a regularisation search: resolve it with searched_config first")
@@ -229,7 +276,7 @@ def choose_regularisation(
         for train, held_out in folds:
             model = _fit(stats[train], labels[train], c, n_classes=n_classes, config=config, seed=seed,
                          corpora=None if corpora is None else corpora[train])
-            predicted = model.predict_proba(stats[held_out]).argmax(axis=1)
+            predicted = model.predict_proba(stats[held_out], None if corpora is None else corpora[held_out]).argmax(axis=1)
             fold_scores.append(classification_metrics(labels[held_out], predicted, class_names)["ua"])
         scores.append(float(np.mean(fold_scores)))
     best = config.regularisation_search[int(np.argmax(scores))]
@@ -248,22 +295,29 @@ def _fit(
 
     present = np.unique(labels)
     scaler = StandardScaler().fit(stats)
-    by_corpus = config.class_balanced and corpora is not None and len(set(corpora)) > 1
+    several = corpora is not None and len(set(corpora)) > 1
+    by_corpus = config.class_balanced and several
+    own = sorted(set(np.asarray(corpora).astype(str))) if config.per_corpus_weights and several else []
+    z = scaler.transform(stats)
+    design = z if not own else np.hstack([z, *(z * (np.asarray(corpora).astype(str) == name)[:, None] for name in own)])
     classifier = LogisticRegression(
         C=c,
         max_iter=config.max_iter,
         class_weight="balanced" if config.class_balanced and not by_corpus else None,
         random_state=seed,
-    ).fit(scaler.transform(stats), labels, sample_weight=balanced_row_weights(labels, corpora) if by_corpus else None)
+    ).fit(design, labels, sample_weight=balanced_row_weights(labels, corpora) if by_corpus else None)
     fitted_coef, fitted_intercept = classifier.coef_, classifier.intercept_
     if len(present) == 2:
         # scikit-learn gives one row for two classes; softmax over (-z/2, z/2) equals sigmoid(z).
         fitted_coef = np.vstack([-fitted_coef / 2, fitted_coef / 2])
         fitted_intercept = np.array([-fitted_intercept[0] / 2, fitted_intercept[0] / 2])
-    coef = np.zeros((n_classes, stats.shape[1]))
+    d = stats.shape[1]
+    blocks = np.zeros((1 + len(own), n_classes, d))
+    blocks[:, classifier.classes_] = fitted_coef.reshape(len(fitted_coef), 1 + len(own), d).transpose(1, 0, 2)
     intercept = np.full(n_classes, fitted_intercept.min() - ABSENT_CLASS_LOGIT_OFFSET)
-    coef[classifier.classes_] = fitted_coef
     intercept[classifier.classes_] = fitted_intercept
-    logger.info("logistic regression: %d rows, %d stats, %d classes, C = %g, %d iterations",
-                len(labels), stats.shape[1], len(present), c, int(np.max(classifier.n_iter_)))
-    return LogregModel(mean=scaler.mean_, scale=scaler.scale_, coef=coef, intercept=intercept)
+    logger.info("logistic regression: %d rows, %d stats, %d classes, C = %g, %d iterations%s",
+                len(labels), d, len(present), c, int(np.max(classifier.n_iter_)),
+                f", weights of their own for {own}" if own else "")
+    return LogregModel(mean=scaler.mean_, scale=scaler.scale_, coef=blocks[0], intercept=intercept,
+                       corpora=tuple(own), corpus_coef=blocks[1:] if own else None)
