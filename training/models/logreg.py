@@ -127,16 +127,16 @@ class LogregModel:
                 f"the model takes stats vectors of length {self.n_stats}, got an array of shape {stats.shape}"
             )
         z = (stats - self.mean) / self.scale
-        if self.corpus_coef is None:
-            logits = z @ self.coef.T + self.intercept
-        else:
-            names = np.full(len(z), None) if corpora is None else np.asarray(corpora).astype(str)
+        logits = z @ self.coef.T + self.intercept
+        if self.corpus_coef is not None:
+            names = np.full(len(z), "") if corpora is None else np.asarray(corpora).astype(str)
             if names.shape != (len(z),):
                 raise ValueError(f"corpora must name one corpus per row ({len(z)}), got shape {names.shape}")
-            logits = z @ (self.coef + self.corpus_coef.mean(axis=0)).T + self.intercept
-            for k, corpus in enumerate(self.corpora):
-                rows = names == corpus
-                logits[rows] = z[rows] @ (self.coef + self.corpus_coef[k]).T + self.intercept
+            unseen = self.corpus_coef.mean(axis=0)
+            for name in np.unique(names):
+                rows = names == name
+                block = self.corpus_coef[self.corpora.index(name)] if name in self.corpora else unseen
+                logits[rows] += z[rows] @ block.T
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -297,9 +297,10 @@ def _fit(
     scaler = StandardScaler().fit(stats)
     several = corpora is not None and len(set(corpora)) > 1
     by_corpus = config.class_balanced and several
-    own = sorted(set(np.asarray(corpora).astype(str))) if config.per_corpus_weights and several else []
+    names = np.asarray(corpora).astype(str) if config.per_corpus_weights and several else np.array([])
+    own = sorted(set(names))
     z = scaler.transform(stats)
-    design = z if not own else np.hstack([z, *(z * (np.asarray(corpora).astype(str) == name)[:, None] for name in own)])
+    design = np.hstack([z, *(z * (names == name)[:, None] for name in own)])
     classifier = LogisticRegression(
         C=c,
         max_iter=config.max_iter,
