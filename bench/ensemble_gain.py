@@ -67,7 +67,8 @@ def _fold(config: TrainConfig, fold: int, save: Path | None) -> dict:
 
     With ``save``, writes the fold's test clips and every model's probabilities there
     (``<taxonomy>-fold<k>.npz``: ``paths``, ``speakers``, ``targets``, ``labels``, ``members``
-    ``[m, n, k]``, ``ensemble`` ``[n, k]``, and ``stats`` and ``fused`` for a fused model).
+    ``[m, n, k]``, ``ensemble`` ``[n, k]``, and ``stats`` and ``fused`` for a fused model; and the
+    clips the fit held out to early-stop on: ``held_out_paths``, ``held_out_ensemble`` ``[h, k]``).
     """
     assert _FRAME is not None and _TABLE_CONFIG is not None
     started = time.perf_counter()
@@ -76,7 +77,8 @@ def _fold(config: TrainConfig, fold: int, save: Path | None) -> dict:
     mapped, labels, _ = map_labels(_FRAME, taxonomy)
     data = kind.training_data(mapped, labels, _TABLE_CONFIG)
     split = make_splits(data.frame, config.split, seed=config.seed)[fold - 1]
-    model, _, _ = kind.fit(data, split.train_index, seed=config.seed + fold - 1, log_prefix=f"{split.name}: ", epochs=None)
+    model, _, held_out = kind.fit(data, split.train_index, seed=config.seed + fold - 1, log_prefix=f"{split.name}: ",
+                                  epochs=None)
     cnn = model.cnn if isinstance(model, FusedModel) else model
     members = [evaluate_split(kind, network, data, split) for network in networks(cnn)]
     ensemble = evaluate_split(kind, cnn, data, split)
@@ -90,6 +92,12 @@ def _fold(config: TrainConfig, fold: int, save: Path | None) -> dict:
         fused = evaluate_split(kind, model, data, split)
         saved["fused"], result["fused"] = fused["probabilities"], fused["metrics"]["ua"]
     if save is not None:
+        assert held_out is not None
+        _, held_rows, _ = data.fit_rows(split.train_index, epochs=None, method=kind.split_method,
+                                        fraction=config.cnn.validation_fraction, seed=config.seed + fold - 1, log_prefix="")
+        assert held_rows is not None and np.array_equal(data.targets[held_rows], held_out.targets)
+        cnn_held_out = held_out.probabilities if held_out.fallback_probabilities is None else held_out.fallback_probabilities
+        saved |= {"held_out_paths": data.frame["path"].iloc[held_rows].to_numpy(dtype=str), "held_out_ensemble": cnn_held_out}
         frame = data.frame.iloc[rows]
         np.savez_compressed(
             save / f"{config.taxonomy}-fold{fold}.npz", paths=frame["path"].to_numpy(dtype=str),

@@ -7,13 +7,15 @@ Usage::
         [--weights 0.35,0.45] [--set KEY=VALUE ...]
 
 A fold's networks do not depend on the stats model fused with them, so a change to the stats
-model alone (its inputs, normalisation, C or ``cnn.stats_regularisation_search``) can be measured
-without training networks again. For every fold ``SAVED`` holds, this fits the stats model as the
-training job does (:meth:`training.kinds.CnnKind.fit_stats_model` on the fold's training side,
+model alone (its inputs, normalisation, C or ``cnn.stats_regularisation_search``) or to the
+fusion weight can be measured without training networks again. For every fold ``SAVED`` holds,
+this fits the stats model as the training job does (:meth:`training.kinds.CnnKind.fit_stats_model` on the fold's training side,
 the same split and seed as ``bench/ensemble_gain.py``), fuses it with the saved ensemble
 probabilities at each weight, and prints UA per fold and the mean beside the saved run's stats
-model and fused model. Give the ``--set`` options of the saved run (``split.assignment``, and the
-CNN's) and change only the stats model's.
+model and fused model. With ``--set 'cnn.stats_fusion_weight_search=[...]'`` it also chooses each
+fold's weight as the training job does, on the speakers that fold held out to early-stop on (the
+saved CNN probabilities on them, the stats model refitted without them). Give the ``--set``
+options of the saved run (``split.assignment``, and the CNN's) and change only the stats model's.
 """
 
 from __future__ import annotations
@@ -53,12 +55,25 @@ def refit_fold(kind: CnnKind, data: TrainingData, config: TrainConfig, split: Sp
     def ua(probabilities: np.ndarray) -> float:
         return classification_metrics(saved["targets"], probabilities.argmax(axis=1), labels)["ua"]
 
-    model, stats_config = kind.fit_stats_model(data, split.train_index, seed=config.seed + fold - 1)
+    seed = config.seed + fold - 1
+    model, stats_config = kind.fit_stats_model(data, split.train_index, seed=seed)
     assert data.stats is not None
     stats = model.predict_proba(data.stats[rows], data.corpora[rows])
     result = {"ensemble": ua(saved["ensemble"]), "saved stats": ua(saved["stats"]), "saved fused": ua(saved["fused"]),
               "C": stats_config.regularisation_c, "stats": ua(stats)}
     result.update({f"fused {weight:g}": ua(fuse_probabilities(saved["ensemble"], stats, weight)) for weight in weights})
+    if config.cnn.stats_fusion_weight_search:
+        if "held_out_ensemble" not in saved:
+            raise UserError(f"fold {fold}: the saved run holds no held-out probabilities to choose the fusion weight on; "
+                            "save it again with this bench/ensemble_gain.py")
+        train_rows, held_out, _ = data.fit_rows(split.train_index, epochs=None, method=kind.split_method,
+                                                fraction=config.cnn.validation_fraction, seed=seed, log_prefix="")
+        assert held_out is not None
+        if list(data.frame["path"].iloc[held_out].astype(str)) != list(saved["held_out_paths"]):
+            raise UserError(f"fold {fold}: the saved held-out clips are not this split's; give the saved run's --set options")
+        held_out_model = kind.held_out_stats_model(data, train_rows, stats_config, seed=seed)
+        weight = kind.fusion_weight(saved["held_out_ensemble"], held_out_model, data, held_out)
+        result |= {"chosen weight": weight, "fused, chosen weight": ua(fuse_probabilities(saved["ensemble"], stats, weight))}
     return result
 
 
@@ -101,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| fold | " + " | ".join(columns) + " |")
         print("|---" * (len(columns) + 1) + "|")
         for fold, row in [*results.items(), ("mean", {key: np.mean([r[key] for r in results.values()]) for key in columns})]:
-            print(f"| {fold} | " + " | ".join(f"{row[key]:g}" if key == "C" else f"{row[key]:.3f}" for key in columns) + " |")
+            print(f"| {fold} | " + " | ".join(f"{row[key]:g}" if key in ("C", "chosen weight") else f"{row[key]:.3f}" for key in columns) + " |")
     return 0
 
 

@@ -156,3 +156,21 @@ def test_ensemble_bench_with_a_stats_model_scores_it_and_the_fusion(tables, tmp_
     with pytest.raises(UserError, match="not this split's"):
         fusion_refit.main(["--table", str(tables["default"]), "--saved", str(tmp_path / "saved"), "--taxonomies", "basic4",
                            "--set", "split.folds=3", "--set", "cnn.stats_fusion_weight=0.35"])
+
+    # The weight chosen on the speakers the fold held out to early-stop on, as the training job chooses it.
+    assert len(saved["held_out_paths"]) == len(saved["held_out_ensemble"]) > 0
+    assert not set(saved["held_out_paths"]) & set(saved["paths"])
+    search = ["--table", str(tables["default"]), "--saved", str(tmp_path / "saved"), "--taxonomies", "basic4",
+              "--weights", "0.2,0.6", "--set", "split.folds=2", "--set", "cnn.channels=[8, 8]",
+              "--set", "cnn.stats_fusion_weight=0.35", "--set", "cnn.stats_fusion_weight_search=[0.2, 0.6]"]
+    assert fusion_refit.main(search) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("| fold |")).split("|")[2:-1]
+    row = dict(zip(header, next(line for line in lines if line.startswith("| 1 |")).split("|")[2:-1]))
+    weight = float(row[" chosen weight "])
+    assert weight in (0.2, 0.6) and row[" fused, chosen weight "] == row[f" fused {weight:g} "]
+    older = tmp_path / "older"
+    older.mkdir()
+    np.savez(older / "basic4-fold1.npz", **{key: saved[key] for key in saved.files if not key.startswith("held_out")})
+    with pytest.raises(UserError, match="no held-out probabilities"):
+        fusion_refit.main([*search[:3], str(older), *search[4:]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.models.fusion import fuse_probabilities
+from training.models.fusion import choose_fusion_weight, fuse_probabilities
 from training.speaker_norm import speaker_standardise
 
 
@@ -64,3 +64,21 @@ def test_fusion_is_a_weighted_geometric_mean() -> None:
     assert np.isfinite(fuse_probabilities(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), 0.5)).all()
     with pytest.raises(ValueError):
         fuse_probabilities(cnn, stats, 1.5)
+
+
+def test_the_fusion_weight_chosen_is_the_one_that_fuses_best_on_held_out_clips() -> None:
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 4, 200)
+    right = np.full((200, 4), 0.1)
+    right[np.arange(200), targets] = 0.7
+    noise = rng.dirichlet(np.ones(4), 200)
+    # the model that knows the classes takes the larger weight, whichever side it is on
+    assert choose_fusion_weight(noise, right, targets, [0.2, 0.5, 0.8]) == 0.8
+    assert choose_fusion_weight(right, noise, targets, [0.2, 0.5, 0.8]) == 0.2
+    # equal UAs: the lower cross-entropy decides (here the weight that lets the sharper model count more)
+    flat = np.full((200, 4), 0.25)
+    flat[np.arange(200), targets] = 0.26
+    flat /= flat.sum(axis=1, keepdims=True)
+    assert choose_fusion_weight(flat, right, targets, [0.3, 0.6]) == 0.6
+    with pytest.raises(ValueError, match="at least one candidate"):
+        choose_fusion_weight(right, noise, targets, [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -209,6 +210,25 @@ def test_cnn_fused_with_speaker_standardised_stats_round_trips(frame: pd.DataFra
     (no_stats_model / STATS_MODEL_FILE).unlink()
     with pytest.raises(UserError, match=STATS_MODEL_FILE):
         load_bundle(no_stats_model)
+
+
+def test_a_fusion_weight_search_chooses_each_folds_weight_on_its_held_out_speakers(frame: pd.DataFrame, tmp_path: Path,
+                                                                                   caplog) -> None:
+    cnn = replace(TINY_CNN, stats_fusion_weight=0.4, stats_normalisation="speaker", stats_fusion_weight_search=(0.2, 0.6))
+    with caplog.at_level(logging.INFO, logger="training"):
+        train_from_frame(frame, basic4("cnn", folds=3, cnn=cnn), feature_config=FEATURE_CONFIG.to_dict(),
+                         output_dir=tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    chosen = config["training"]["stats_fusion_weight_chosen"]
+    logged = [float(line.split("fusion weight ")[1].split(" ")[0]) for line in caplog.messages if "held-out clips" in line]
+    # one choice per fold, then the refit (which holds out nobody) takes their median
+    assert len(chosen) == 4 and chosen[:3] == logged and set(logged) <= {0.2, 0.6}
+    assert chosen[3] == float(np.median(logged)) and config["stats_fusion"]["weight"] == chosen[3]
+    assert load_bundle(tmp_path).fused_model.weight == chosen[3]
+    with pytest.raises(ValueError, match="stats_fusion_weight_search"):
+        replace(TINY_CNN, stats_fusion_weight_search=(0.2, 0.6))
+    with pytest.raises(ValueError, match="stats_fusion_weight_search"):
+        replace(cnn, stats_fusion_weight_search=(0.2, 1.0))
 
 
 def test_cnn_fused_with_per_corpus_stats_weights_round_trips(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ from training.models.embedding_head import (
     head_probabilities,
     training_embeddings,
 )
-from training.models.fusion import FusedModel
+from training.models.fusion import FusedModel, choose_fusion_weight
 from training.models.hf_classifier import load_classifier
 from training.models.logreg import LogregConfig, LogregModel, fit_logreg, fit_logreg_searched
 from training.models.wav2vec2 import FinetuneConfig, Wav2Vec2Classifier, fine_tune
@@ -70,9 +70,9 @@ def held_out_predictions(kind: Any, model: Any, data: TrainingData, rows: np.nda
     return HeldOut(kind.predict(model, data, rows), data.targets[rows])
 
 
-def chosen_c_record(key: str, chosen: list[float]) -> dict[str, Any]:
-    """``{key: chosen}`` when a regularisation search ran, else ``{}``: the C of each fit in fit order
-    (each fold's, then the bundle's refit after k folds; one value for a holdout split)."""
+def chosen_record(key: str, chosen: list[float]) -> dict[str, Any]:
+    """``{key: chosen}`` when a search ran, else ``{}``: the value (a C, a fusion weight) of each fit in
+    fit order (each fold's, then the bundle's refit after k folds; one value for a holdout split)."""
     return {key: list(chosen)} if chosen else {}
 
 
@@ -122,8 +122,8 @@ class LogregKind:
         return model
 
     def training_facts(self) -> dict[str, Any]:
-        """With a search, the C each fit chose (:func:`chosen_c_record`)."""
-        return chosen_c_record("regularisation_c_chosen", self.chosen_c)
+        """With a search, the C each fit chose (:func:`chosen_record`)."""
+        return chosen_record("regularisation_c_chosen", self.chosen_c)
 
 
 class CnnKind:
@@ -145,6 +145,8 @@ class CnnKind:
         self.stats_inputs: tuple[str, ...] = stats_config.inputs
         #: C chosen by ``cnn.stats_regularisation_search`` in each fit of the fused stats model, in fit order.
         self.chosen_c: list[float] = []
+        #: Fusion weight of each fit with ``cnn.stats_fusion_weight_search``, in fit order.
+        self.chosen_weights: list[float] = []
 
     def training_data(self, frame: pd.DataFrame, labels: list[str], table_config: FeatureConfig) -> TrainingData:
         """The stacked maps ``[n, rows, frames]`` of ``cnn.inputs`` (and the stats of a fused stats model)."""
@@ -184,17 +186,51 @@ class CnnKind:
             cnn = CnnEnsemble(architecture, members)
         if self.config.stats_fusion_weight == 0:
             return cnn, histories, held_out_predictions(self, cnn, data, held_out)
-        weight = self.config.stats_fusion_weight
         stats_model, stats_config = self.fit_stats_model(data, rows, seed=seed)
         if held_out is None:
-            return FusedModel(cnn, stats_model, weight), histories, None
-        calibration_stats = fit_logreg(data.stats[train_rows], data.targets[train_rows], n_classes=len(data.labels),
-                                       config=stats_config, seed=seed, corpora=data.corpora[train_rows])
+            return FusedModel(cnn, stats_model, self._refit_weight()), histories, None
+        calibration_stats = self.held_out_stats_model(data, train_rows, stats_config, seed=seed)
+        fallback = cnn_predict_proba(cnn, data.inputs[held_out])
+        weight = self.fusion_weight(fallback, calibration_stats, data, held_out)
         fused = held_out_predictions(self, FusedModel(cnn, calibration_stats, weight), data, held_out)
         assert fused is not None
-        fallback = cnn_predict_proba(cnn, data.inputs[held_out])
         return (FusedModel(cnn, stats_model, weight), histories,
                 HeldOut(fused.probabilities, fused.targets, fallback_probabilities=fallback))
+
+    def held_out_stats_model(self, data: TrainingData, train_rows: np.ndarray, stats_config: LogregConfig, *,
+                             seed: int) -> LogregModel:
+        """The stats model refitted on ``train_rows`` alone (the fit's rows less its held-out speakers) with
+        the fit's resolved ``stats_config``: what predicts the held-out speakers for calibration and
+        for the choice of the fusion weight."""
+        assert data.stats is not None
+        return fit_logreg(data.stats[train_rows], data.targets[train_rows], n_classes=len(data.labels),
+                          config=stats_config, seed=seed, corpora=data.corpora[train_rows])
+
+    def fusion_weight(self, cnn_probabilities: np.ndarray, stats_model: LogregModel, data: TrainingData,
+                      held_out: np.ndarray) -> float:
+        """The fusion weight of a fit: ``cnn.stats_fusion_weight``, or with ``cnn.stats_fusion_weight_search``
+        the candidate that fuses best on the held-out clips ``held_out`` ``[m]`` (indices into ``data``).
+
+        ``cnn_probabilities`` ``[m, n_classes]`` are the CNN's on them; ``stats_model`` must not
+        have trained on them either.
+        """
+        if not self.config.stats_fusion_weight_search:
+            return self.config.stats_fusion_weight
+        assert data.stats is not None
+        stats = stats_model.predict_proba(data.stats[held_out], data.corpora[held_out])
+        weight = choose_fusion_weight(cnn_probabilities, stats, data.targets[held_out], self.config.stats_fusion_weight_search)
+        self.chosen_weights.append(weight)
+        return weight
+
+    def _refit_weight(self) -> float:
+        """The weight of a fit that holds out nobody: the median of the weights chosen so far (the
+        folds' before the bundle's refit) when searching and there are any, else ``cnn.stats_fusion_weight``."""
+        if not self.config.stats_fusion_weight_search or not self.chosen_weights:
+            return self.config.stats_fusion_weight
+        weight = float(np.median(self.chosen_weights))
+        logger.info("fusion weight %g: the median of the %d weights chosen on held-out speakers", weight, len(self.chosen_weights))
+        self.chosen_weights.append(weight)
+        return weight
 
     def fit_stats_model(self, data: TrainingData, rows: np.ndarray, *, seed: int) -> tuple[LogregModel, LogregConfig]:
         """The fused stats model fitted on ``rows`` (its C chosen on them when the config searches),
@@ -236,8 +272,10 @@ class CnnKind:
         return model
 
     def training_facts(self) -> dict[str, Any]:
-        """With a search for the fused stats model, the C each fit chose (:func:`chosen_c_record`)."""
-        return chosen_c_record("stats_regularisation_c_chosen", self.chosen_c)
+        """With a search for the fused stats model, the C each fit chose (:func:`chosen_record`); with
+        a search for the fusion weight, each fit's weight (``stats_fusion_weight_chosen``)."""
+        return {**chosen_record("stats_regularisation_c_chosen", self.chosen_c),
+                **chosen_record("stats_fusion_weight_chosen", self.chosen_weights)}
 
 
 class Wav2Vec2Kind:

@@ -67,7 +67,8 @@ class CnnConfig:
     with ``C = stats_regularisation_c`` (or chosen among ``stats_regularisation_search``, as
     ``logreg.regularisation_search`` does; with ``stats_per_corpus_weights`` weights of each
     training corpus's own, as ``logreg.per_corpus_weights``), and fuses it with the CNN at that
-    weight (:mod:`training.models.fusion`).
+    weight (:mod:`training.models.fusion`), or at the one of ``stats_fusion_weight_search`` that
+    fuses best on the fit's held-out speakers.
     """
 
     inputs: tuple[str, ...] = ("log_mel",)
@@ -100,6 +101,7 @@ class CnnConfig:
     stats_regularisation_c: float = 0.1
     stats_regularisation_search: tuple[float, ...] = ()
     stats_per_corpus_weights: bool = False
+    stats_fusion_weight_search: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.inputs or set(self.inputs) - set(CNN_INPUTS) or len(set(self.inputs)) != len(self.inputs):
@@ -128,6 +130,10 @@ class CnnConfig:
                              "cnn.stats_regularisation_c positive")
         if any(c <= 0 for c in self.stats_regularisation_search):
             raise ValueError("cnn.stats_regularisation_search must hold positive values")
+        if self.stats_fusion_weight_search and (
+                self.stats_fusion_weight == 0 or not all(0 < weight < 1 for weight in self.stats_fusion_weight_search)):
+            raise ValueError("cnn.stats_fusion_weight_search must hold weights in (0, 1), and needs "
+                             "cnn.stats_fusion_weight > 0 (the weight of a fit that holds out no speakers)")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"cnn.device must be cpu, cuda or auto, got {self.device!r}")
 
