@@ -9,9 +9,9 @@ Usage::
 A fold's networks do not depend on the stats model fused with them, so a change to the stats
 model alone (its inputs, normalisation, C or ``cnn.stats_regularisation_search``) or to the
 fusion weight can be measured without training networks again. For every fold ``SAVED`` holds,
-this fits the stats model as the training job does (:meth:`training.kinds.CnnKind.fit_stats_model` on the fold's training side,
-the same split and seed as ``bench/ensemble_gain.py``), fuses it with the saved ensemble
-probabilities at each weight, and prints UA per fold and the mean beside the saved run's stats
+this fits the stats model as the training job does (:meth:`training.kinds.CnnKind.fit_stats_model`
+on the fold's training side, the same split and seed as ``bench/ensemble_gain.py``), fuses it
+with the saved ensemble probabilities at each weight, and prints UA per fold and the mean beside the saved run's stats
 model and fused model. With ``--set 'cnn.stats_fusion_weight_search=[...]'`` it also chooses each
 fold's weight as the training job does, on the speakers that fold held out to early-stop on (the
 saved CNN probabilities on them, the stats model refitted without them). Give the ``--set``
