@@ -89,7 +89,8 @@ def fuse_probabilities(cnn: np.ndarray, stats: np.ndarray, weight: float) -> np.
 
 
 def choose_fusion_weight(cnn: np.ndarray, stats: np.ndarray, targets: np.ndarray, candidates: Sequence[float]) -> float:
-    """The candidate weight whose fusion scores best on clips of speakers neither model trained on.
+    """The candidate weight whose fusion scores best on clips of speakers neither model trained on
+    (in training, the speakers a fit holds out: the CNN early-stopped on them, which favours it a little).
 
     Parameters
     ----------
