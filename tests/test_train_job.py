@@ -156,6 +156,9 @@ def test_ensemble_bench_with_a_stats_model_scores_it_and_the_fusion(tables, tmp_
     with pytest.raises(UserError, match="not this split's"):
         fusion_refit.main(["--table", str(tables["default"]), "--saved", str(tmp_path / "saved"), "--taxonomies", "basic4",
                            "--set", "split.folds=3", "--set", "cnn.stats_fusion_weight=0.35"])
+    with pytest.raises(UserError, match="--members 2, but the saved run has 1 networks"):
+        fusion_refit.main(["--table", str(tables["default"]), "--saved", str(tmp_path / "saved"), "--taxonomies", "basic4",
+                           "--members", "2", "--set", "split.folds=2", "--set", "cnn.stats_fusion_weight=0.35"])
 
     # The weight chosen on the speakers the fold held out to early-stop on, as the training job chooses it.
     assert len(saved["held_out_paths"]) == len(saved["held_out_ensemble"]) > 0
@@ -174,3 +177,16 @@ def test_ensemble_bench_with_a_stats_model_scores_it_and_the_fusion(tables, tmp_
     np.savez(older / "basic4-fold1.npz", **{key: saved[key] for key in saved.files if not key.startswith("held_out")})
     with pytest.raises(UserError, match="no held-out probabilities"):
         fusion_refit.main([*search[:3], str(older), *search[4:]])
+
+
+def test_fusion_refit_takes_the_ensemble_of_the_saved_runs_first_networks() -> None:
+    from bench.fusion_refit import saved_ensemble
+
+    members = np.random.default_rng(0).dirichlet(np.ones(4), size=(3, 5))  # [3 networks, 5 clips, 4 classes]
+    saved = {"members": members, "ensemble": members.mean(axis=0)}
+    np.testing.assert_array_equal(saved_ensemble(saved, None, fold=1), saved["ensemble"])
+    np.testing.assert_array_equal(saved_ensemble(saved, 3, fold=1), saved["ensemble"])
+    np.testing.assert_allclose(saved_ensemble(saved, 2, fold=1), (members[0] + members[1]) / 2)
+    np.testing.assert_array_equal(saved_ensemble(saved, 1, fold=1), members[0])
+    with pytest.raises(UserError, match="fold 2: --members 4, but the saved run has 3 networks"):
+        saved_ensemble(saved, 4, fold=2)
