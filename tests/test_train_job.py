@@ -177,6 +177,12 @@ def test_ensemble_bench_with_a_stats_model_scores_it_and_the_fusion(tables, tmp_
     np.savez(older / "basic4-fold1.npz", **{key: saved[key] for key in saved.files if not key.startswith("held_out")})
     with pytest.raises(UserError, match="no held-out probabilities"):
         fusion_refit.main([*search[:3], str(older), *search[4:]])
+    doubled = tmp_path / "doubled"  # two networks saved: their held-out probabilities are the pair's
+    doubled.mkdir()
+    np.savez(doubled / "basic4-fold1.npz", **{key: saved[key] for key in saved.files if key != "members"},
+             members=np.concatenate([saved["members"], saved["members"]]))
+    with pytest.raises(UserError, match="choose the fusion weight without --members"):
+        fusion_refit.main([*search[:3], str(doubled), *search[4:], "--members", "1"])
 
 
 def test_fusion_refit_takes_the_ensemble_of_the_saved_runs_first_networks() -> None:
