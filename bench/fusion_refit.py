@@ -70,6 +70,13 @@ def refit_fold(kind: CnnKind, data: TrainingData, config: TrainConfig, split: Sp
         return classification_metrics(saved["targets"], probabilities.argmax(axis=1), labels)["ua"]
 
     ensemble = saved_ensemble(saved, members, fold)
+    if config.cnn.stats_fusion_weight_search:
+        if "held_out_ensemble" not in saved:
+            raise UserError(f"fold {fold}: the saved run holds no held-out probabilities to choose the fusion weight on; "
+                            "save it again with this bench/ensemble_gain.py")
+        if members is not None and members != len(saved["members"]):
+            raise UserError(f"fold {fold}: the saved held-out probabilities are those of all {len(saved['members'])} networks; "
+                            "choose the fusion weight without --members")
     seed = config.seed + fold - 1
     model, stats_config = kind.fit_stats_model(data, split.train_index, seed=seed)
     assert data.stats is not None
@@ -78,12 +85,6 @@ def refit_fold(kind: CnnKind, data: TrainingData, config: TrainConfig, split: Sp
               "C": stats_config.regularisation_c, "stats": ua(stats)}
     result.update({f"fused {weight:g}": ua(fuse_probabilities(ensemble, stats, weight)) for weight in weights})
     if config.cnn.stats_fusion_weight_search:
-        if "held_out_ensemble" not in saved:
-            raise UserError(f"fold {fold}: the saved run holds no held-out probabilities to choose the fusion weight on; "
-                            "save it again with this bench/ensemble_gain.py")
-        if members is not None and members != len(saved["members"]):
-            raise UserError(f"fold {fold}: the saved held-out probabilities are those of all {len(saved['members'])} networks; "
-                            "choose the fusion weight without --members")
         train_rows, held_out, _ = data.fit_rows(split.train_index, epochs=None, method=kind.split_method,
                                                 fraction=config.cnn.validation_fraction, seed=seed, log_prefix="")
         assert held_out is not None
